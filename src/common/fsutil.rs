@@ -1,0 +1,47 @@
+//! Durable file primitives: every state write is temp file + fsync + rename + directory fsync.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Flushes a directory's entries (renames, creations) to disk.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `data` to a new file at `path` with `mode`, and fsyncs it. Fails if it exists.
+pub fn write_new_synced(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    // The umask may have narrowed the mode; set it exactly.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Creates `dir` (and missing parents) and gives it exactly `mode`.
+pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    match fs::create_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(e),
+    }
+    let current = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if current != mode {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Reads a file if it exists: `Ok(None)` when it does not.
+pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,10 @@
+//! What two or more components truly share: the snap-style data roots, atomic file writes,
+//! the crash-safe file-set transaction, host facts (hostname, addresses) and test fault hooks.
+//!
+//! Owns no files of its own; every component decides what it writes through these helpers.
+
+pub mod fault;
+pub mod fsutil;
+pub mod host;
+pub mod paths;
+pub mod txn;

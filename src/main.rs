@@ -1,0 +1,10 @@
+//! mk8s: a single-node Kubernetes distribution in one binary. This file only parses the
+//! command line, runs the command and turns its outcome into one line and an exit code.
+
+mod bootstrap;
+mod cli;
+mod common;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

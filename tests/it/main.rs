@@ -1,0 +1,10 @@
+//! mk8s integration tests: one binary, driving the built `mk8s` and the real `openssl`,
+//! `kubectl` and rustls, each test in its own temporary data directory.
+
+mod bad_input;
+mod bootstrap;
+mod crash;
+mod kubeconfig;
+mod refresh;
+mod tls;
+mod util;
