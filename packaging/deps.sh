@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the system packages mk8s needs. Sourced by install.sh and test.sh.
+#   mk8s_install_packages build   -> what building and running mk8s needs
+#   mk8s_install_packages test    -> plus what the test suite drives
+set -euo pipefail
+
+mk8s_apt() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "mk8s: installing system packages needs root (run with sudo)" >&2
+        return 1
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+mk8s_install_packages() {
+    local what="${1:-build}"
+    # openssl: the CLI is the tests' judge and the benchmark's anchor; ca-certificates for cargo.
+    local pkgs=(openssl ca-certificates gcc libc6-dev pkg-config hostname util-linux mount coreutils)
+    if [ "$what" = test ]; then
+        pkgs+=(procps)
+    fi
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "mk8s: installing ${missing[*]}"
+        mk8s_apt "${missing[@]}"
+    fi
+    if [ "$what" = test ] && ! command -v kubectl >/dev/null; then
+        # The machine image ships kubectl 1.32; Debian's own is far older but parses kubeconfigs.
+        echo "mk8s: kubectl not found; installing Debian's kubernetes-client" >&2
+        mk8s_apt kubernetes-client
+    fi
+    if ! command -v cargo >/dev/null; then
+        echo "mk8s: cargo (Rust 1.89 or newer) is required to build mk8s; install it with rustup" >&2
+        return 1
+    fi
+}
