@@ -15,13 +15,12 @@ pub const APISERVER_PORT: u16 = 16443;
 
 const KUBECONFIG_TEMPLATE: &str = include_str!("../../templates/kubeconfig.tera");
 
-/// Failure to render a template shipped with the binary.
+/// What can fail while producing credentials.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot render {name}: {source}")]
-pub struct TemplateError {
-    pub name: String,
-    #[source]
-    pub source: tera::Error,
+pub enum CredentialsError {
+    /// A template shipped with the binary did not render.
+    #[error("cannot render {name}: {cause}")]
+    Template { name: String, cause: tera::Error },
 }
 
 /// A kubeconfig to write: file under `credentials/`, user name, and the cert pair it embeds.
@@ -117,16 +116,18 @@ pub fn render_kubeconfig(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
-) -> Result<String, TemplateError> {
+) -> Result<String, CredentialsError> {
     let mut ctx = tera::Context::new();
     ctx.insert("server", server);
     ctx.insert("user", user);
     ctx.insert("ca_data", &B64.encode(ca_pem));
     ctx.insert("cert_data", &B64.encode(cert_pem));
     ctx.insert("key_data", &B64.encode(key_pem));
-    tera::Tera::one_off(KUBECONFIG_TEMPLATE, &ctx, false).map_err(|source| TemplateError {
-        name: "kubeconfig".into(),
-        source,
+    tera::Tera::one_off(KUBECONFIG_TEMPLATE, &ctx, false).map_err(|cause| {
+        CredentialsError::Template {
+            name: "kubeconfig".into(),
+            cause,
+        }
     })
 }
 

@@ -43,8 +43,8 @@ struct Entry {
 struct Doc {
     /// Section name → entries, in file order; repeated `[ x ]` headers merge as in OpenSSL.
     sections: HashMap<String, Vec<Entry>>,
-    /// 1-based line numbers of `#MOREIPS` placeholders.
-    moreips_lines: Vec<usize>,
+    /// 1-based line numbers of `#MOREIPS` placeholders, with their section.
+    moreips_lines: Vec<(usize, String)>,
 }
 
 impl Doc {
@@ -180,7 +180,7 @@ fn parse(text: &str, file: &str) -> Result<Doc, CsrConfError> {
 
     while let Some((lineno, raw)) = lines.next() {
         if raw.trim() == MOREIPS {
-            doc.moreips_lines.push(lineno);
+            doc.moreips_lines.push((lineno, current.clone()));
             continue;
         }
         // A trailing backslash continues the logical line, as in OpenSSL.
@@ -294,6 +294,14 @@ fn extract(doc: &Doc, file: &str) -> Result<ServerCertSpec, CsrConfError> {
     if doc.section(ALT_NAMES).is_none() {
         return Err(whole(format!("no [ {ALT_NAMES} ] section")));
     }
+    // Its IP.n lines land where it stands, so it must sit where OpenSSL reads SANs.
+    if let Some((line, section)) = doc.moreips_lines.iter().find(|(_, s)| s != ALT_NAMES) {
+        return Err(at(
+            file,
+            *line,
+            format!("{MOREIPS} must be in [ {ALT_NAMES} ], not in [ {section} ]"),
+        ));
+    }
     let dn_section = match doc.get("req", "distinguished_name") {
         Some(e) => e.value.clone(),
         None => return Err(whole("[ req ] has no 'distinguished_name'".to_string())),
@@ -394,12 +402,18 @@ fn extract(doc: &Doc, file: &str) -> Result<ServerCertSpec, CsrConfError> {
             }
             // Always present in what we issue.
             "authorityKeyIdentifier" | "subjectKeyIdentifier" => {}
-            other => tracing::warn!(
-                file,
-                line = e.line,
-                key = other,
-                "ignoring unsupported extension"
-            ),
+            // Anything else would be in csr.conf but not in the certificate mk8s issues.
+            other => {
+                return Err(at(
+                    file,
+                    e.line,
+                    format!(
+                        "unsupported extension '{other}' in [ {V3_EXT} ] (supported: \
+                         subjectAltName, keyUsage, extendedKeyUsage, basicConstraints, \
+                         authorityKeyIdentifier, subjectKeyIdentifier)"
+                    ),
+                ));
+            }
         }
     }
     if !san_from_alt_names {
@@ -602,6 +616,19 @@ mod tests {
                 .to_string()
                 .contains("not a valid DNS name")
         );
+
+        let misplaced = TEMPLATE
+            .replace("#MOREIPS\n", "")
+            .replace("[ req_ext ]\n", "[ req_ext ]\n#MOREIPS\n");
+        let err = render(&misplaced, "t", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("must be in [ alt_names ], not in [ req_ext ]"),
+            "{err}"
+        );
+
+        let extension = TEMPLATE.replace("[ v3_ext ]\n", "[ v3_ext ]\nnsComment = hi\n");
+        let err = render(&extension, "t", &[]).unwrap_err().to_string();
+        assert!(err.contains("unsupported extension 'nsComment'"), "{err}");
 
         let garbage = format!("{TEMPLATE}\nthis is not a setting\n");
         assert!(

@@ -21,8 +21,8 @@ use time::OffsetDateTime;
 
 use crate::common::fsutil::read_optional;
 use crate::common::paths::{CERTS_BACKUP_DIR, CERTS_DIR, CREDENTIALS_DIR, Paths};
-use crate::common::txn::{self, Txn, TxnError};
-use credentials::{KUBECONFIGS, LOCAL_SERVER, TemplateError};
+use crate::common::txn::{StateLock, Txn, TxnError};
+use credentials::{CredentialsError, KUBECONFIGS, LOCAL_SERVER};
 use csrconf::{AltName, CsrConfError, DnField, ExtKeyUsage, KeyUsage, ServerCertSpec};
 use pki::{Authority, Issued, LeafRequest, PkiError};
 
@@ -51,13 +51,12 @@ pub enum BootstrapError {
     #[error(transparent)]
     Txn(#[from] TxnError),
     #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error("cannot {action} {}: {source}", path.display())]
+    Credentials(#[from] CredentialsError),
+    #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("{} exists but {} is missing; restore it or remove both to create a new CA", present.display(), missing.display())]
     HalfCa { present: PathBuf, missing: PathBuf },
@@ -172,10 +171,10 @@ fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> BootstrapError + 'a {
-    move |source| BootstrapError::Io {
+    move |cause| BootstrapError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -208,10 +207,11 @@ fn read_tree(root: &Path, rel: &str, files: &mut Files) -> Result<(), BootstrapE
     for entry in entries {
         let entry = entry.map_err(io_err("read", &dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ft = entry.file_type().map_err(io_err("read", &entry.path()))?;
         if name.starts_with('.') {
             continue;
         }
+        // Follow symlinks: a user may link certs/ca.* to a CA kept elsewhere.
+        let ft = fs::metadata(entry.path()).map_err(io_err("read", &entry.path()))?;
         let child = format!("{rel}/{name}");
         if ft.is_dir() {
             read_tree(root, &child, files)?;
@@ -499,16 +499,20 @@ fn base_txn() -> Txn {
     t
 }
 
-/// Makes sure `$SNAP_DATA` exists and finishes or discards an interrupted transaction.
-pub fn prepare(paths: &Paths) -> Result<(), BootstrapError> {
-    fs::create_dir_all(&paths.snap_data).map_err(io_err("create", &paths.snap_data))?;
-    txn::recover(&paths.snap_data)?;
-    Ok(())
+/// Locks an existing `$SNAP_DATA`, finishing or discarding an interrupted transaction.
+fn lock_existing(paths: &Paths) -> Result<StateLock, BootstrapError> {
+    if !paths.snap_data.is_dir() {
+        return Err(BootstrapError::NotBootstrapped(
+            paths.data_file("certs/ca.crt"),
+        ));
+    }
+    Ok(StateLock::acquire(&paths.snap_data)?)
 }
 
 /// First-start setup: creates whatever is missing or no longer valid, keeps the rest.
 pub fn bootstrap(paths: &Paths, host: &Host) -> Result<Bootstrapped, BootstrapError> {
-    prepare(paths)?;
+    fs::create_dir_all(&paths.snap_data).map_err(io_err("create", &paths.snap_data))?;
+    let lock = StateLock::acquire(&paths.snap_data)?;
     let old = load(paths)?;
     let new = plan(
         paths,
@@ -520,7 +524,7 @@ pub fn bootstrap(paths: &Paths, host: &Host) -> Result<Bootstrapped, BootstrapEr
     let mut t = base_txn();
     diff_into(&mut t, &old, &new);
     let written = t.written_paths().map(str::to_string).collect();
-    t.commit(&paths.snap_data)?;
+    t.commit(&lock)?;
     Ok(Bootstrapped { written })
 }
 
@@ -533,6 +537,9 @@ fn require_bootstrapped(paths: &Paths, files: &Files) -> Result<(), BootstrapErr
     Ok(())
 }
 
+/// Lists, in the backup, the files a refresh created, so that undo removes them.
+const BACKUP_CREATED: &str = "certs-backup/created";
+
 /// `refresh-certs --cert <target>`: backs up the current set to `certs-backup/` and issues
 /// the target anew (with the CA, everything it signed), in one transaction.
 pub fn refresh(
@@ -540,7 +547,7 @@ pub fn refresh(
     host: &Host,
     target: RefreshTarget,
 ) -> Result<Refreshed, BootstrapError> {
-    prepare(paths)?;
+    let lock = lock_existing(paths)?;
     let old = load(paths)?;
     require_bootstrapped(paths, &old)?;
     let force = Force {
@@ -551,7 +558,13 @@ pub fn refresh(
     let new = plan(paths, &old, host, force, OffsetDateTime::now_utc())?;
 
     let mut t = base_txn();
-    t.dir(CERTS_BACKUP_DIR, 0o700);
+    for d in [
+        CERTS_BACKUP_DIR,
+        "certs-backup/certs",
+        "certs-backup/credentials",
+    ] {
+        t.dir(d, 0o700);
+    }
     let mut stale_backup = Files::new();
     read_tree(&paths.snap_data, CERTS_BACKUP_DIR, &mut stale_backup)?;
     for (rel, data) in &old {
@@ -563,6 +576,13 @@ pub fn refresh(
         stale_backup.remove(&backup_rel);
         t.write(backup_rel, data.clone(), mode_for(rel));
     }
+    let created: String = new
+        .keys()
+        .filter(|rel| !old.contains_key(*rel))
+        .map(|rel| format!("{rel}\n"))
+        .collect();
+    stale_backup.remove(BACKUP_CREATED);
+    t.write(BACKUP_CREATED, created, 0o600);
     for rel in stale_backup.keys() {
         t.remove(rel.clone());
     }
@@ -572,7 +592,7 @@ pub fn refresh(
         .filter(|p| !p.starts_with(CERTS_BACKUP_DIR))
         .map(str::to_string)
         .collect();
-    t.commit(&paths.snap_data)?;
+    t.commit(&lock)?;
     Ok(Refreshed {
         written,
         backup_dir: paths.certs_backup_dir(),
@@ -580,24 +600,37 @@ pub fn refresh(
     })
 }
 
-/// `refresh-certs --undo`: restores the set the last refresh backed up, and drops the backup.
+/// `refresh-certs --undo`: restores the set the last refresh backed up, removes what it
+/// created, and drops the backup.
 pub fn undo(paths: &Paths) -> Result<Refreshed, BootstrapError> {
-    prepare(paths)?;
+    let lock = lock_existing(paths)?;
     let mut backup = Files::new();
     read_tree(&paths.snap_data, CERTS_BACKUP_DIR, &mut backup)?;
-    if backup.is_empty() {
+    let prefix = format!("{CERTS_BACKUP_DIR}/");
+    let restorable = |rel: &str| {
+        rel.strip_prefix(&prefix)
+            .filter(|orig| orig.starts_with("certs/") || orig.starts_with("credentials/"))
+            .map(str::to_string)
+    };
+    if !backup.keys().any(|rel| restorable(rel).is_some()) {
         return Err(BootstrapError::NoBackup(paths.certs_backup_dir()));
     }
     let mut t = base_txn();
-    let prefix = format!("{CERTS_BACKUP_DIR}/");
     for (rel, data) in &backup {
-        if let Some(orig) = rel.strip_prefix(&prefix) {
-            t.write(orig.to_string(), data.clone(), mode_for(orig));
+        if let Some(orig) = restorable(rel) {
+            t.write(orig.clone(), data.clone(), mode_for(&orig));
         }
         t.remove(rel.clone());
     }
+    if let Some(created) = backup.get(BACKUP_CREATED) {
+        for rel in String::from_utf8_lossy(created).lines() {
+            if rel.starts_with("certs/") || rel.starts_with("credentials/") {
+                t.remove(rel.to_string());
+            }
+        }
+    }
     let written = t.written_paths().map(str::to_string).collect();
-    t.commit(&paths.snap_data)?;
+    t.commit(&lock)?;
     Ok(Refreshed {
         written,
         backup_dir: paths.certs_backup_dir(),
@@ -607,7 +640,7 @@ pub fn undo(paths: &Paths) -> Result<Refreshed, BootstrapError> {
 
 /// `refresh-certs --check`: days left on the CA, server and front-proxy client certificates.
 pub fn check(paths: &Paths) -> Result<Vec<Expiry>, BootstrapError> {
-    prepare_read(paths)?;
+    let _lock = lock_existing(paths)?;
     let now = OffsetDateTime::now_utc();
     let mut out = Vec::new();
     for (label, rel) in [
@@ -628,17 +661,9 @@ pub fn check(paths: &Paths) -> Result<Vec<Expiry>, BootstrapError> {
     Ok(out)
 }
 
-/// Finishes an interrupted transaction before reading, without creating anything.
-fn prepare_read(paths: &Paths) -> Result<(), BootstrapError> {
-    if paths.snap_data.is_dir() {
-        txn::recover(&paths.snap_data)?;
-    }
-    Ok(())
-}
-
 /// The admin kubeconfig, pointed at `server` (for `mk8s config`).
 pub fn admin_kubeconfig(paths: &Paths, server: &str) -> Result<String, BootstrapError> {
-    prepare_read(paths)?;
+    let _lock = lock_existing(paths)?;
     let path = paths.data_file("credentials/client.config");
     let data = read_optional(&path)
         .map_err(io_err("read", &path))?

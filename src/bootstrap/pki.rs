@@ -29,12 +29,8 @@ pub enum PkiError {
     BadCert { file: String, detail: String },
     #[error("{key} does not match {cert}")]
     KeyMismatch { key: String, cert: String },
-    #[error("cannot issue {what}: {source}")]
-    Issue {
-        what: String,
-        #[source]
-        source: rcgen::Error,
-    },
+    #[error("cannot issue {what}: {cause}")]
+    Issue { what: String, cause: rcgen::Error },
 }
 
 /// A certificate and its key, PEM-encoded.
@@ -118,9 +114,9 @@ impl LeafRequest {
 }
 
 fn new_key(what: &str) -> Result<KeyPair, PkiError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| PkiError::Issue {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|cause| PkiError::Issue {
         what: what.to_string(),
-        source,
+        cause,
     })
 }
 
@@ -164,9 +160,9 @@ fn base_params(subject: &[(DnType, String)], days: i64, now: OffsetDateTime) -> 
 /// Issues a self-signed CA named `cn`, valid for `days`.
 pub fn new_ca(cn: &str, days: i64, now: OffsetDateTime) -> Result<(Issued, Authority), PkiError> {
     let what = format!("CA '{cn}'");
-    let issue_err = |source| PkiError::Issue {
+    let issue_err = |cause| PkiError::Issue {
         what: what.clone(),
-        source,
+        cause,
     };
     let key = new_key(&what)?;
     let mut params = base_params(&[(DnType::CommonName, cn.to_string())], days, now);
@@ -209,10 +205,10 @@ pub fn load_ca(
             cert: cert_file.to_string(),
         });
     }
-    let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key).map_err(|source| {
+    let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key).map_err(|cause| {
         PkiError::Issue {
             what: cert_file.to_string(),
-            source,
+            cause,
         }
     })?;
     Ok(Authority { cert_der, issuer })
@@ -228,9 +224,9 @@ pub fn issue(req: &LeafRequest, ca: &Authority, now: OffsetDateTime) -> Result<I
     params.is_ca = IsCa::ExplicitNoCa;
     let cert = params
         .signed_by(&key, &ca.issuer)
-        .map_err(|source| PkiError::Issue {
+        .map_err(|cause| PkiError::Issue {
             what: req.what.clone(),
-            source,
+            cause,
         })?;
     Ok(Issued {
         cert_pem: cert.pem(),

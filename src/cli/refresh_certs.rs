@@ -56,14 +56,16 @@ pub fn run(paths: &Paths, args: Args) -> anyhow::Result<ExitCode> {
             valid.join(", ")
         );
     };
-    println!(
-        "Taking a backup of the current certificates under {}/",
-        paths.certs_backup_dir().display()
-    );
-    println!("Creating new certificates");
     let done = bootstrap::refresh(paths, &Host::detect(), target)
         .with_context(|| format!("cannot refresh {cert}"))?;
-    println!("Refreshed {cert}: wrote {} files", done.written.len());
+    println!(
+        "Took a backup of the current certificates under {}/",
+        done.backup_dir.display()
+    );
+    println!(
+        "Created new certificates: wrote {} files",
+        done.written.len()
+    );
     print_restart(done.restart);
     Ok(ExitCode::SUCCESS)
 }

@@ -45,13 +45,15 @@ pub fn is_cni_interface(name: &str) -> bool {
     CNI_INTERFACE_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Every address of the host, as `hostname -I` lists them, less link-local addresses and the
-/// addresses of CNI devices; IPv4 first, each once, in interface order.
-pub fn host_addresses() -> Vec<IpAddr> {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
+/// Host addresses by interface, less link-local and CNI ones, in interface order.
+fn interface_addresses() -> Vec<(String, IpAddr)> {
+    let mut out: Vec<(String, IpAddr)> = Vec::new();
+    let addrs = match nix::ifaddrs::getifaddrs() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list network interfaces");
+            return out;
+        }
     };
     for ifa in addrs {
         if is_cni_interface(&ifa.interface_name) {
@@ -65,24 +67,48 @@ pub fn host_addresses() -> Vec<IpAddr> {
         } else {
             continue;
         };
-        if !is_host_address(&ip) {
-            continue;
-        }
-        let list = if ip.is_ipv4() { &mut v4 } else { &mut v6 };
-        if !list.contains(&ip) {
-            list.push(ip);
+        if is_host_address(&ip) && !out.iter().any(|(_, known)| *known == ip) {
+            out.push((ifa.interface_name, ip));
         }
     }
-    v4.extend(v6);
-    v4
+    out
 }
 
-/// The address `mk8s config` puts in the kubeconfig: the first host IPv4 address, else the
-/// first IPv6 one, else loopback.
+/// Every address of the host, as `hostname -I` lists them, less link-local addresses and the
+/// addresses of CNI devices; IPv4 first, each once, in interface order.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let all = interface_addresses();
+    let v4 = all.iter().filter(|(_, ip)| ip.is_ipv4()).map(|(_, ip)| *ip);
+    let v6 = all.iter().filter(|(_, ip)| ip.is_ipv6()).map(|(_, ip)| *ip);
+    v4.chain(v6).collect()
+}
+
+/// The interface of the IPv4 default route, from `/proc/net/route` (a table read, no traffic).
+fn default_route_interface() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    default_route_in(&table)
+}
+
+fn default_route_in(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let iface = cols.next()?;
+        let destination = cols.next()?;
+        (destination == "00000000").then(|| iface.to_string())
+    })
+}
+
+/// The address `mk8s config` puts in the kubeconfig, as MicroK8s picks it: the IPv4 address
+/// of the default-route interface, else the first host address, else loopback.
 pub fn primary_address() -> IpAddr {
-    host_addresses()
-        .into_iter()
-        .next()
+    let all = interface_addresses();
+    let by_route = default_route_interface().and_then(|iface| {
+        all.iter()
+            .find(|(name, ip)| *name == iface && ip.is_ipv4())
+            .map(|(_, ip)| *ip)
+    });
+    by_route
+        .or_else(|| host_addresses().into_iter().next())
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
@@ -98,6 +124,15 @@ mod tests {
         for good in ["192.0.2.2", "10.0.0.5", "fd00::2", "2001:db8::1"] {
             assert!(is_host_address(&good.parse().unwrap()), "{good}");
         }
+    }
+
+    #[test]
+    fn default_route_is_read_from_the_route_table() {
+        let table = "Iface\tDestination\tGateway\tFlags\n\
+                     eth1\t0002000A\t00000000\t0001\n\
+                     eth0\t00000000\t010200C0\t0003\n";
+        assert_eq!(default_route_in(table).as_deref(), Some("eth0"));
+        assert_eq!(default_route_in("Iface\tDestination\n"), None);
     }
 
     #[test]

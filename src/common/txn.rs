@@ -3,12 +3,15 @@
 //! A refresh replaces a whole set of files (certs and the kubeconfigs that embed them); a crash
 //! must leave either the old set or the new one. Every change is first staged in
 //! `.mk8s-txn.staging/` (each file fsynced), then the staging directory is renamed to
-//! `.mk8s-txn.commit/` (the commit point), then each file is renamed into place. Any later
-//! [`recover`] (every command runs it before reading state) finishes a committed transaction
-//! and discards an uncommitted one. An exclusive lock keeps two commands from interleaving.
+//! `.mk8s-txn.commit/` (the commit point), then each file is renamed into place. Everything that
+//! could make a rename fail is checked before the commit point. [`StateLock::acquire`] (held by
+//! a command from before it reads state until after it commits) finishes a committed
+//! transaction and discards an uncommitted one, so two commands never interleave and a crashed
+//! one is completed by the next.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -18,19 +21,19 @@ use super::fsutil::{ensure_dir, fsync_dir, write_new_synced};
 
 const STAGING: &str = ".mk8s-txn.staging";
 const COMMIT: &str = ".mk8s-txn.commit";
-const LOCK: &str = ".mk8s-txn.lock";
 const MANIFEST: &str = "manifest";
 
 /// What can go wrong applying a transaction.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
+    #[error("cannot write {}: a directory is in the way", .0.display())]
+    DirectoryInTheWay(PathBuf),
     #[error("transaction journal {} is corrupt: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
     #[error("invalid path in transaction: {0}")]
@@ -38,10 +41,56 @@ pub enum TxnError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TxnError + 'a {
-    move |source| TxnError::Io {
+    move |cause| TxnError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause,
+    }
+}
+
+/// Exclusive hold on a state root: taken before reading state, released after committing.
+/// Taking it finishes or discards any interrupted transaction.
+pub struct StateLock {
+    root: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl StateLock {
+    /// Locks `root` (which must exist) and recovers an interrupted transaction.
+    pub fn acquire(root: &Path) -> Result<Self, TxnError> {
+        // The directory itself is the lock: no lock file, so a read-only root still locks.
+        let dir = File::open(root).map_err(io_err("open", root))?;
+        let lock = Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, e)| TxnError::Io {
+            action: "lock",
+            path: root.to_path_buf(),
+            cause: e.into(),
+        })?;
+        let held = Self {
+            root: root.to_path_buf(),
+            _lock: lock,
+        };
+        held.recover()?;
+        Ok(held)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn recover(&self) -> Result<(), TxnError> {
+        let root = &self.root;
+        let commit = root.join(COMMIT);
+        if commit.exists() {
+            tracing::info!(dir = %root.display(), "finishing an interrupted transaction");
+            apply(root, &commit)?;
+        }
+        let staging = root.join(STAGING);
+        if staging.exists() {
+            tracing::info!(dir = %root.display(), "discarding an uncommitted transaction");
+            fs::remove_dir_all(&staging).map_err(io_err("remove", &staging))?;
+            fsync_dir(root).map_err(io_err("sync", root))?;
+        }
+        Ok(())
     }
 }
 
@@ -110,16 +159,50 @@ impl Txn {
         })
     }
 
-    /// Applies every change under `root` atomically and durably.
-    pub fn commit(self, root: &Path) -> Result<(), TxnError> {
+    /// Whether applying would change nothing on disk.
+    fn is_noop(&self, root: &Path) -> bool {
+        self.ops.iter().all(|op| match op {
+            Op::Dir { rel, mode } => fs::metadata(root.join(rel))
+                .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == *mode),
+            Op::Remove { rel } => !root.join(rel).exists(),
+            Op::Write { .. } => false,
+        })
+    }
+
+    /// Refuses, before anything is staged, what would make a rename fail after the commit
+    /// point (which would leave a half-applied set).
+    fn precheck(&self, root: &Path) -> Result<(), TxnError> {
         for op in &self.ops {
             let rel = match op {
                 Op::Dir { rel, .. } | Op::Write { rel, .. } | Op::Remove { rel } => rel,
             };
             check_rel(rel)?;
+            let target = root.join(rel);
+            let is_dir = fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+            match op {
+                Op::Dir { .. } if target.exists() && !target.is_dir() => {
+                    return Err(TxnError::Io {
+                        action: "create directory",
+                        path: target,
+                        cause: io::Error::from(io::ErrorKind::AlreadyExists),
+                    });
+                }
+                Op::Write { .. } | Op::Remove { .. } if is_dir => {
+                    return Err(TxnError::DirectoryInTheWay(target));
+                }
+                _ => {}
+            }
         }
-        let _lock = lock(root)?;
-        recover_locked(root)?;
+        Ok(())
+    }
+
+    /// Applies every change under the locked root atomically and durably.
+    pub fn commit(self, lock: &StateLock) -> Result<(), TxnError> {
+        let root = lock.root();
+        if self.is_noop(root) {
+            return Ok(());
+        }
+        self.precheck(root)?;
 
         let staging = root.join(STAGING);
         ensure_dir(&staging, 0o700).map_err(io_err("create", &staging))?;
@@ -161,46 +244,6 @@ fn check_rel(rel: &str) -> Result<(), TxnError> {
     }
 }
 
-fn lock(root: &Path) -> Result<Flock<File>, TxnError> {
-    let p = root.join(LOCK);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(io_err("open", &p))?;
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| TxnError::Io {
-        action: "lock",
-        path: p,
-        source: e.into(),
-    })
-}
-
-/// Finishes a transaction that reached its commit point and discards one that did not.
-/// Does nothing (and writes nothing) when `root` holds no journal.
-pub fn recover(root: &Path) -> Result<(), TxnError> {
-    if !root.join(STAGING).exists() && !root.join(COMMIT).exists() {
-        return Ok(());
-    }
-    let _lock = lock(root)?;
-    recover_locked(root)
-}
-
-fn recover_locked(root: &Path) -> Result<(), TxnError> {
-    let commit = root.join(COMMIT);
-    if commit.exists() {
-        tracing::info!(dir = %root.display(), "finishing an interrupted transaction");
-        apply(root, &commit)?;
-    }
-    let staging = root.join(STAGING);
-    if staging.exists() {
-        tracing::info!(dir = %root.display(), "discarding an uncommitted transaction");
-        fs::remove_dir_all(&staging).map_err(io_err("remove", &staging))?;
-        fsync_dir(root).map_err(io_err("sync", root))?;
-    }
-    Ok(())
-}
-
 /// Moves every staged file into place. Idempotent: a file already moved is skipped.
 fn apply(root: &Path, commit: &Path) -> Result<(), TxnError> {
     let mp = commit.join(MANIFEST);
@@ -217,9 +260,7 @@ fn apply(root: &Path, commit: &Path) -> Result<(), TxnError> {
     let mut touched: Vec<PathBuf> = Vec::new();
     let mut first_write = true;
     for line in manifest.lines() {
-        let mut parts = line.splitn(2, ' ');
-        let kind = parts.next().unwrap_or_default();
-        let rest = parts.next().ok_or_else(|| corrupt(line))?;
+        let (kind, rest) = line.split_once(' ').ok_or_else(|| corrupt(line))?;
         match kind {
             "D" => {
                 let (mode, rel) = rest.split_once(' ').ok_or_else(|| corrupt(line))?;
@@ -231,8 +272,8 @@ fn apply(root: &Path, commit: &Path) -> Result<(), TxnError> {
             }
             "W" => {
                 let mut f = rest.splitn(3, ' ');
-                let (_mode, idx, rel) = match (f.next(), f.next(), f.next()) {
-                    (Some(m), Some(i), Some(r)) => (m, i, r),
+                let (idx, rel) = match (f.next(), f.next(), f.next()) {
+                    (Some(_mode), Some(i), Some(r)) => (i, r),
                     _ => return Err(corrupt(line)),
                 };
                 check_rel(rel)?;
@@ -281,18 +322,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::write(root.join("old"), b"x").unwrap();
+        let lock = StateLock::acquire(root).unwrap();
         let mut t = Txn::new();
         t.dir("a", 0o700)
             .write("a/f", b"hello".to_vec(), 0o600)
             .remove("old");
-        t.commit(root).unwrap();
+        t.commit(&lock).unwrap();
         assert_eq!(fs::read(root.join("a/f")).unwrap(), b"hello");
         assert!(!root.join("old").exists());
         assert!(!root.join(COMMIT).exists() && !root.join(STAGING).exists());
     }
 
     #[test]
-    fn recover_rolls_a_committed_journal_forward_and_drops_a_staged_one() {
+    fn acquiring_rolls_a_committed_journal_forward_and_drops_a_staged_one() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let commit = root.join(COMMIT);
@@ -300,7 +342,7 @@ mod tests {
         fs::write(commit.join("0"), b"new").unwrap();
         fs::write(commit.join(MANIFEST), "W 600 0 f\n").unwrap();
         fs::create_dir(root.join(STAGING)).unwrap();
-        recover(root).unwrap();
+        drop(StateLock::acquire(root).unwrap());
         assert_eq!(fs::read(root.join("f")).unwrap(), b"new");
         assert!(!commit.exists() && !root.join(STAGING).exists());
     }
@@ -308,8 +350,27 @@ mod tests {
     #[test]
     fn rejects_paths_that_escape_the_root() {
         let dir = tempfile::tempdir().unwrap();
+        let lock = StateLock::acquire(dir.path()).unwrap();
         let mut t = Txn::new();
         t.write("../evil", b"x".to_vec(), 0o600);
-        assert!(matches!(t.commit(dir.path()), Err(TxnError::BadPath(_))));
+        assert!(matches!(t.commit(&lock), Err(TxnError::BadPath(_))));
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a"), b"old").unwrap();
+        fs::create_dir(root.join("b")).unwrap();
+        let lock = StateLock::acquire(root).unwrap();
+        let mut t = Txn::new();
+        t.write("a", b"new".to_vec(), 0o600)
+            .write("b", b"new".to_vec(), 0o600);
+        assert!(matches!(
+            t.commit(&lock),
+            Err(TxnError::DirectoryInTheWay(_))
+        ));
+        assert_eq!(fs::read(root.join("a")).unwrap(), b"old");
+        assert!(!root.join(STAGING).exists() && !root.join(COMMIT).exists());
     }
 }

@@ -89,25 +89,45 @@ fn undo_without_backup_fails() {
 }
 
 #[test]
-fn corrupted_ca_key_is_refused_not_replaced() {
-    let d = DataDir::bootstrapped();
-    fs::write(
-        d.file("certs/ca.key"),
-        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-    )
-    .unwrap();
-    let before = d.snapshot();
-    for args in [
-        &["bootstrap"][..],
-        &["refresh-certs", "--cert", "server.crt"][..],
-    ] {
-        let err = d.fails(args);
-        assert!(
-            err.contains("ca.key") && err.contains("not a valid private key"),
-            "{err}"
-        );
-        assert_eq!(before, d.snapshot(), "{args:?}");
+fn corrupted_keys_are_refused_not_replaced() {
+    // A new CA or service-account key would silently invalidate everything issued before.
+    for key in ["ca.key", "front-proxy-ca.key", "serviceaccount.key"] {
+        let d = DataDir::bootstrapped();
+        fs::write(
+            d.file(&format!("certs/{key}")),
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let before = d.snapshot();
+        for args in [
+            &["bootstrap"][..],
+            &["refresh-certs", "--cert", "server.crt"][..],
+        ] {
+            let err = d.fails(args);
+            assert!(
+                err.contains(key) && err.contains("not a valid private key"),
+                "{err}"
+            );
+            assert_eq!(before, d.snapshot(), "{key}: {args:?}");
+        }
     }
+}
+
+#[test]
+fn a_directory_in_the_way_fails_before_anything_changes() {
+    let d = DataDir::bootstrapped();
+    fs::remove_file(d.file("credentials/proxy.config")).unwrap();
+    fs::create_dir(d.file("credentials/proxy.config")).unwrap();
+    let before = d.snapshot();
+    let err = d.fails(&["refresh-certs", "--cert", "ca.crt"]);
+    assert!(
+        err.contains("proxy.config") && err.contains("directory is in the way"),
+        "{err}"
+    );
+    assert_eq!(before, d.snapshot());
+    // Nothing was left half-done: other commands still work.
+    d.ok(&["refresh-certs", "--check"]);
+    d.ok(&["config", "--use-loopback"]);
 }
 
 #[test]
@@ -141,6 +161,8 @@ fn read_only_data_dir_fails_cleanly() {
     // Reading still works on a read-only data dir.
     let check = d.ok(&["refresh-certs", "--check"]);
     assert!(check.contains("The CA certificate"), "{check}");
+    // A complete data dir bootstraps read-only: there is nothing to write.
+    assert!(d.ok(&["bootstrap"]).contains("already bootstrapped"));
     drop(ro);
     assert_eq!(before, d.snapshot());
 }

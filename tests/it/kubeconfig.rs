@@ -41,14 +41,13 @@ fn config_prints_the_admin_kubeconfig_for_the_lan() {
     let d = DataDir::bootstrapped();
     let client = String::from_utf8(d.read("credentials/client.config")).unwrap();
     let lan = d.ok(&["config"]);
-    let first_v4 = host_ips().into_iter().find(|ip| !ip.contains(':'));
-    if let Some(ip) = first_v4 {
-        assert!(
-            lan.contains(&format!("server: https://{ip}:16443")),
-            "{lan}"
-        );
-        assert_eq!(lan.replace(&ip, "127.0.0.1"), client);
-    }
+    // As MicroK8s: the address of the default-route interface, per iproute2.
+    let ip = default_route_ipv4().unwrap_or_else(|| "127.0.0.1".to_string());
+    assert!(
+        lan.contains(&format!("server: https://{ip}:16443")),
+        "{lan}"
+    );
+    assert_eq!(lan.replace(&ip, "127.0.0.1"), client);
     // The loopback form is the file itself, and kubectl reads it.
     let local = d.ok(&["config", "--use-loopback"]);
     assert_eq!(local, client);
@@ -56,4 +55,23 @@ fn config_prints_the_admin_kubeconfig_for_the_lan() {
     let p = tmp.path().join("kubeconfig");
     std::fs::write(&p, &local).unwrap();
     kubectl_view(&p);
+}
+
+/// The first IPv4 address of the default route's interface, as `ip` reports it.
+fn default_route_ipv4() -> Option<String> {
+    let run = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip (iproute2)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let route = run(&["-4", "route", "show", "default"]);
+    let mut words = route.split_whitespace();
+    words.find(|w| *w == "dev")?;
+    let dev = words.next()?.to_string();
+    let addrs = run(&["-4", "-o", "addr", "show", "dev", &dev]);
+    let mut words = addrs.split_whitespace();
+    words.find(|w| *w == "inet")?;
+    words.next()?.split('/').next().map(str::to_string)
 }

@@ -19,7 +19,7 @@ fn refresh_server_cert_adds_template_san() {
 
     let out = d.ok(&["refresh-certs", "--cert", "server.crt"]);
     assert!(
-        out.contains("Taking a backup of the current certificates under"),
+        out.contains("Took a backup of the current certificates under"),
         "{out}"
     );
 
@@ -96,6 +96,18 @@ fn refresh_ca_reissues_everything_it_signed_and_undo_restores_bytes() {
         assert_eq!(before[same], after[same], "{same}");
     }
 
+    let mode = |rel: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(d.file(rel)).unwrap().permissions().mode() & 0o777
+    };
+    for dir in [
+        "certs-backup",
+        "certs-backup/certs",
+        "certs-backup/credentials",
+    ] {
+        assert_eq!(mode(dir), 0o700, "{dir} holds keys");
+    }
+
     d.ok(&["refresh-certs", "--undo"]);
     assert_eq!(
         d.live_set(),
@@ -139,4 +151,41 @@ fn base64_of(data: &[u8]) -> String {
         .unwrap();
     child.stdin.take().unwrap().write_all(data).unwrap();
     String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+#[test]
+fn undo_removes_what_the_refresh_created() {
+    let d = DataDir::bootstrapped();
+    fs::remove_file(d.file("certs/datastore.crt")).unwrap();
+    fs::remove_file(d.file("certs/datastore.key")).unwrap();
+    let before = d.live_set();
+    d.ok(&["refresh-certs", "--cert", "ca.crt"]);
+    assert!(verifies(&d.certs(), "ca.crt", "datastore.crt"));
+    d.ok(&["refresh-certs", "--undo"]);
+    assert_eq!(d.live_set(), before);
+}
+
+#[test]
+fn concurrent_refreshes_never_mix_sets() {
+    let d = DataDir::bootstrapped();
+    let bin = env!("CARGO_BIN_EXE_mk8s");
+    for _ in 0..8 {
+        let spawn = |cert: &str| {
+            std::process::Command::new(bin)
+                .args(["refresh-certs", "--cert", cert, "--data-dir"])
+                .arg(&d.path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut a = spawn("ca.crt");
+        let mut b = spawn("server.crt");
+        assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+        for name in CA_SIGNED {
+            assert!(
+                verifies(&d.certs(), "ca.crt", &format!("{name}.crt")),
+                "{name}"
+            );
+        }
+    }
 }

@@ -76,6 +76,10 @@ impl DataDir {
         );
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(err.lines().count(), 1, "one line expected, got: {err}");
+        assert!(
+            out.stdout.is_empty(),
+            "a failure prints nothing on stdout: {out:?}"
+        );
         assert!(!err.contains("panicked"), "{err}");
         err.trim_end().to_string()
     }
