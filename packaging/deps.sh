@@ -17,7 +17,8 @@ mk8s_apt() {
 mk8s_install_packages() {
     local what="${1:-build}"
     # openssl: the CLI is the tests' judge and the benchmark's anchor; ca-certificates for cargo.
-    local pkgs=(openssl ca-certificates gcc libc6-dev pkg-config hostname util-linux mount coreutils iproute2)
+    local pkgs=(openssl ca-certificates gcc libc6-dev pkg-config hostname util-linux mount coreutils iproute2
+        protobuf-compiler libprotobuf-dev)
     if [ "$what" = test ]; then
         pkgs+=(procps)
     fi

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod cli;
 mod common;
+mod datastore;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod config;
+mod daemon;
 mod refresh_certs;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     Config(config::Args),
     /// Renew certificates, check their expiry, or undo the last renewal
     RefreshCerts(refresh_certs::Args),
+    /// Run one component in the foreground (what the supervisor starts)
+    Daemon(daemon::Args),
 }
 
 /// Parses the command line, runs the command, prints any error as one line.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Bootstrap => bootstrap::run(&paths),
         Command::Config(a) => config::run(&paths, a),
         Command::RefreshCerts(a) => refresh_certs::run(&paths, a),
+        Command::Daemon(a) => daemon::run(&paths, a),
     };
     match result {
         Ok(code) => code,

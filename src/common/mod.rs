@@ -3,6 +3,7 @@
 //!
 //! Owns no files of its own; every component decides what it writes through these helpers.
 
+pub mod args;
 pub mod fault;
 pub mod fsutil;
 pub mod host;

@@ -1,0 +1,53 @@
+//! `mk8s daemon <component>`: runs one component in the foreground, as the supervisor will.
+//! Flags come from `$SNAP_DATA/args/<component>`, then from the command line.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::common::args::{self, Vars};
+use crate::common::host;
+use crate::common::paths::Paths;
+use crate::datastore;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Component {
+    /// The etcd-v3-API datastore on 12379 and 19001
+    Datastore,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The component to run
+    #[arg(value_enum)]
+    component: Component,
+    /// Upstream-style flags (`--flag=value`), applied after the args file's
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FLAGS"
+    )]
+    flags: Vec<String>,
+}
+
+pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
+    let vars = Vars {
+        snap: String::new(),
+        snap_data: paths.snap_data.display().to_string(),
+        snap_common: String::new(),
+    };
+    match a.component {
+        Component::Datastore => {
+            let file = paths.data_file("args/datastore");
+            let flags = args::load(&file, &a.flags, &vars)?;
+            let mut config = datastore::Config::defaults(&paths.snap_data, host::node_name());
+            config.apply(&flags)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(datastore::run(config))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,151 @@
+//! Component arguments, as MicroK8s keeps them: `args/<component>` holds one upstream-style
+//! flag a line (`--flag=value`, or `--flag` alone for true), `#` starts a comment, and
+//! `${SNAP_DATA}` / `${SNAP_COMMON}` / `${SNAP}` expand. Flags given on the command line
+//! follow the file's and win.
+
+use std::path::{Path, PathBuf};
+
+/// A flag file or command line that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("{file}:{line}: expected '--flag=value', found '{text}'")]
+    Syntax {
+        file: String,
+        line: usize,
+        text: String,
+    },
+    #[error("cannot read {}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{origin}: unknown flag '--{flag}'")]
+    Unknown { origin: String, flag: String },
+    #[error("{origin}: invalid value '{value}' for --{flag}: {why}")]
+    Invalid {
+        origin: String,
+        flag: String,
+        value: String,
+        why: String,
+    },
+}
+
+/// One flag and where it came from (for error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flag {
+    pub name: String,
+    pub value: String,
+    pub origin: String,
+}
+
+/// Values substituted for `${NAME}` in flag values.
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    pub snap: String,
+    pub snap_data: String,
+    pub snap_common: String,
+}
+
+impl Vars {
+    fn expand(&self, v: &str) -> String {
+        v.replace("${SNAP_DATA}", &self.snap_data)
+            .replace("${SNAP_COMMON}", &self.snap_common)
+            .replace("${SNAP}", &self.snap)
+    }
+}
+
+fn parse_flag(text: &str, origin: String, vars: &Vars) -> Option<Flag> {
+    let body = text.strip_prefix("--")?;
+    let (name, value) = match body.split_once('=') {
+        Some((n, v)) => (n, v.trim_matches('"')),
+        None => (body, "true"),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return None;
+    }
+    Some(Flag {
+        name: name.to_string(),
+        value: vars.expand(value),
+        origin,
+    })
+}
+
+/// Reads `path` if it exists (a missing file is no flags), then appends `cli` flags.
+pub fn load(path: &Path, cli: &[String], vars: &Vars) -> Result<Vec<Flag>, ArgsError> {
+    let mut flags = Vec::new();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            for (i, raw) in text.lines().enumerate() {
+                let line = raw.split('#').next().unwrap_or_default().trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let origin = format!("{}:{}", path.display(), i + 1);
+                flags.push(
+                    parse_flag(line, origin, vars).ok_or_else(|| ArgsError::Syntax {
+                        file: path.display().to_string(),
+                        line: i + 1,
+                        text: line.to_string(),
+                    })?,
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(cause) => {
+            return Err(ArgsError::Read {
+                path: path.to_path_buf(),
+                cause,
+            });
+        }
+    }
+    for (i, arg) in cli.iter().enumerate() {
+        let origin = format!("command line argument {}", i + 1);
+        flags.push(
+            parse_flag(arg, origin, vars).ok_or_else(|| ArgsError::Syntax {
+                file: "command line".into(),
+                line: i + 1,
+                text: arg.clone(),
+            })?,
+        );
+    }
+    Ok(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_command_line_with_expansion() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("datastore");
+        std::fs::write(&p, "# comment\n--storage-dir=${SNAP_DATA}/db\n\n--debug\n").unwrap();
+        let vars = Vars {
+            snap_data: "/data".into(),
+            ..Default::default()
+        };
+        let flags = load(&p, &["--storage-dir=/x".into()], &vars).unwrap();
+        let pairs: Vec<(&str, &str)> = flags
+            .iter()
+            .map(|f| (f.name.as_str(), f.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("storage-dir", "/data/db"),
+                ("debug", "true"),
+                ("storage-dir", "/x")
+            ]
+        );
+        std::fs::write(&p, "storage-dir=/y\n").unwrap();
+        let err = load(&p, &[], &vars).unwrap_err().to_string();
+        assert!(
+            err.ends_with(":1: expected '--flag=value', found 'storage-dir=/y'"),
+            "{err}"
+        );
+    }
+}

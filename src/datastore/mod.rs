@@ -1,0 +1,388 @@
+//! The datastore: etcd's v3 API over an MVCC store on redb.
+//!
+//! Owns its storage directory (default `$SNAP_DATA/var/lib/datastore/`) and ports 12379
+//! (clients: KV, Watch, Lease, Maintenance, Cluster) and 19001 (peer/admin: Maintenance,
+//! Cluster), both TLS with a client certificate from the cluster CA required. Knows nothing of
+//! Kubernetes types; the API server is just one of its clients. One file per etcd service,
+//! each a thin translation onto [`store::Store`].
+
+mod cluster;
+mod error;
+mod kv;
+mod lease;
+mod maintenance;
+pub mod store;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::proto::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
+};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::common::args::{ArgsError, Flag};
+use store::{MAX_REQUEST_BYTES, Store};
+
+/// MicroK8s's datastore client port.
+pub const DEFAULT_CLIENT_PORT: u16 = 12379;
+/// MicroK8s's datastore peer/admin port.
+pub const DEFAULT_PEER_PORT: u16 = 19001;
+/// etcd's allowance for gRPC framing above `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Why the datastore cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DatastoreError {
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    #[error("cannot read {}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cannot open the store in {}: {cause}", dir.display())]
+    Open {
+        dir: PathBuf,
+        cause: error::EtcdError,
+    },
+    #[error("cannot listen on {addr}: {cause}")]
+    Listen {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("cannot serve on {addr}: {cause}")]
+    Serve {
+        addr: SocketAddr,
+        cause: tonic::transport::Error,
+    },
+}
+
+/// The datastore's settings, from `args/datastore` with etcd's and MicroK8s's flag names.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub storage_dir: PathBuf,
+    pub listen_client: Vec<SocketAddr>,
+    pub listen_peer: Vec<SocketAddr>,
+    pub advertise_client_urls: Vec<String>,
+    pub advertise_peer_urls: Vec<String>,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub trusted_ca_file: PathBuf,
+    /// History older than this is compacted; zero disables (`--auto-compaction-retention`).
+    pub auto_compaction_retention: Duration,
+    pub progress_notify_interval: Duration,
+}
+
+impl Config {
+    /// Defaults for a data root, as `args/datastore` would set them.
+    pub fn defaults(snap_data: &std::path::Path, name: String) -> Self {
+        let certs = snap_data.join("certs");
+        Self {
+            name,
+            storage_dir: snap_data.join("var/lib/datastore"),
+            listen_client: vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLIENT_PORT))],
+            listen_peer: vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT))],
+            advertise_client_urls: vec![format!("https://127.0.0.1:{DEFAULT_CLIENT_PORT}")],
+            advertise_peer_urls: vec![format!("https://127.0.0.1:{DEFAULT_PEER_PORT}")],
+            cert_file: certs.join("datastore.crt"),
+            key_file: certs.join("datastore.key"),
+            trusted_ca_file: certs.join("ca.crt"),
+            auto_compaction_retention: Duration::from_secs(300),
+            progress_notify_interval: Duration::from_secs(600),
+        }
+    }
+
+    /// Applies flags in order (later ones win).
+    pub fn apply(&mut self, flags: &[Flag]) -> Result<(), ArgsError> {
+        let mut advertised_client = false;
+        let mut advertised_peer = false;
+        for f in flags {
+            let invalid = |why: &str| ArgsError::Invalid {
+                origin: f.origin.clone(),
+                flag: f.name.clone(),
+                value: f.value.clone(),
+                why: why.to_string(),
+            };
+            match f.name.as_str() {
+                "name" => self.name = f.value.clone(),
+                "storage-dir" | "data-dir" => self.storage_dir = PathBuf::from(&f.value),
+                "listen-client-urls" => {
+                    self.listen_client = parse_urls(&f.value).map_err(|w| invalid(&w))?
+                }
+                "listen-peer-urls" => {
+                    self.listen_peer = parse_urls(&f.value).map_err(|w| invalid(&w))?
+                }
+                "advertise-client-urls" => {
+                    advertised_client = true;
+                    self.advertise_client_urls = split_list(&f.value);
+                }
+                "initial-advertise-peer-urls" => {
+                    advertised_peer = true;
+                    self.advertise_peer_urls = split_list(&f.value);
+                }
+                "cert-file" | "peer-cert-file" => self.cert_file = PathBuf::from(&f.value),
+                "key-file" | "peer-key-file" => self.key_file = PathBuf::from(&f.value),
+                "trusted-ca-file" | "peer-trusted-ca-file" => {
+                    self.trusted_ca_file = PathBuf::from(&f.value)
+                }
+                // Mutual TLS is always on; accept etcd's flags that say so.
+                "client-cert-auth" | "peer-client-cert-auth" => {
+                    if f.value != "true" {
+                        return Err(invalid("client certificates are always required"));
+                    }
+                }
+                "auto-compaction-retention" => {
+                    self.auto_compaction_retention =
+                        parse_retention(&f.value).map_err(|w| invalid(&w))?
+                }
+                "experimental-watch-progress-notify-interval" => {
+                    self.progress_notify_interval =
+                        parse_duration(&f.value).map_err(|w| invalid(&w))?
+                }
+                other => {
+                    return Err(ArgsError::Unknown {
+                        origin: f.origin.clone(),
+                        flag: other.to_string(),
+                    });
+                }
+            }
+        }
+        if !advertised_client {
+            self.advertise_client_urls = self
+                .listen_client
+                .iter()
+                .map(|a| advertised("https", a))
+                .collect();
+        }
+        if !advertised_peer {
+            self.advertise_peer_urls = self
+                .listen_peer
+                .iter()
+                .map(|a| advertised("https", a))
+                .collect();
+        }
+        Ok(())
+    }
+}
+
+fn advertised(scheme: &str, a: &SocketAddr) -> String {
+    let host = if a.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        a.ip().to_string()
+    };
+    format!("{scheme}://{host}:{}", a.port())
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `https://host:port[,…]` → socket addresses (hosts must be IP literals or `localhost`).
+fn parse_urls(v: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for url in split_list(v) {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("'{url}' must start with https:// (TLS is required)"))?;
+        let hostport = rest.trim_end_matches('/');
+        let hostport = hostport.replace("localhost:", "127.0.0.1:");
+        let addr: SocketAddr = hostport
+            .parse()
+            .map_err(|_| format!("'{url}' is not https://<ip>:<port>"))?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err("no URL given".into());
+    }
+    Ok(out)
+}
+
+/// etcd's periodic retention: a duration (`5m`, `1h`, `300s`) or a bare number of hours.
+fn parse_retention(v: &str) -> Result<Duration, String> {
+    if let Ok(hours) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(hours * 3600));
+    }
+    parse_duration(v)
+}
+
+/// A Go-style duration with one unit: `500ms`, `30s`, `5m`, `1h`.
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{v}' is not a duration like 5m"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("'{v}' is not a duration like 5m")),
+    })
+}
+
+/// Compacts history older than `retention`, sampling the revision every tenth of it.
+async fn auto_compact(store: Arc<Store>, retention: Duration) {
+    let step = (retention / 10).max(Duration::from_millis(100));
+    let mut samples: std::collections::VecDeque<(tokio::time::Instant, i64)> = Default::default();
+    let mut tick = tokio::time::interval(step);
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        samples.push_back((now, store.revision()));
+        let mut target = None;
+        while let Some((t, rev)) = samples.front().copied() {
+            if now.duration_since(t) >= retention {
+                target = Some(rev);
+                samples.pop_front();
+            } else {
+                break;
+            }
+        }
+        if let Some(rev) = target
+            && rev > store.compacted()
+        {
+            match store.write(store::WriteOp::Compact(rev)).await {
+                Ok(_) => tracing::info!(rev, "auto-compacted history"),
+                Err(e) => tracing::debug!(rev, error = %e, "auto-compaction skipped"),
+            }
+        }
+    }
+}
+
+/// Binds before serving, so that a taken port is a clear error at start.
+async fn bind(
+    addr: SocketAddr,
+) -> Result<tokio_stream::wrappers::TcpListenerStream, DatastoreError> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|cause| DatastoreError::Listen { addr, cause })?;
+    Ok(tokio_stream::wrappers::TcpListenerStream::new(l))
+}
+
+/// Runs the datastore until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), DatastoreError> {
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|cause| DatastoreError::Read {
+            path: p.clone(),
+            cause,
+        })
+    };
+    let identity = Identity::from_pem(read(&config.cert_file)?, read(&config.key_file)?);
+    let ca = Certificate::from_pem(read(&config.trusted_ca_file)?);
+    let tls = ServerTlsConfig::new().identity(identity).client_ca_root(ca);
+
+    let store = Store::open(&config.storage_dir).map_err(|cause| DatastoreError::Open {
+        dir: config.storage_dir.clone(),
+        cause,
+    })?;
+    tokio::spawn(lease::expire_leases(store.clone()));
+    if !config.auto_compaction_retention.is_zero() {
+        tokio::spawn(auto_compact(
+            store.clone(),
+            config.auto_compaction_retention,
+        ));
+    }
+
+    let limit = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
+    let cluster = || cluster::ClusterService {
+        store: store.clone(),
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+        peer_urls: config.advertise_peer_urls.clone(),
+    };
+    let maintenance = || maintenance::MaintenanceService {
+        store: store.clone(),
+    };
+
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut servers = tokio::task::JoinSet::new();
+    for addr in &config.listen_client {
+        let router = Server::builder()
+            .tls_config(tls.clone())
+            .map_err(|cause| DatastoreError::Serve { addr: *addr, cause })?
+            .add_service(
+                PbKvServer::new(kv::KvService {
+                    store: store.clone(),
+                })
+                .max_decoding_message_size(limit),
+            )
+            .add_service(
+                PbWatchServer::new(watch::WatchService {
+                    store: store.clone(),
+                    progress_interval: config.progress_notify_interval,
+                })
+                .max_decoding_message_size(limit),
+            )
+            .add_service(PbLeaseServer::new(lease::LeaseService {
+                store: store.clone(),
+            }))
+            .add_service(PbMaintenanceServer::new(maintenance()))
+            .add_service(PbClusterServer::new(cluster()));
+        let listener = bind(*addr).await?;
+        let mut stop = stop_tx.subscribe();
+        let addr = *addr;
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(listener, async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+                .map_err(|cause| DatastoreError::Serve { addr, cause })
+        });
+    }
+    for addr in &config.listen_peer {
+        let router = Server::builder()
+            .tls_config(tls.clone())
+            .map_err(|cause| DatastoreError::Serve { addr: *addr, cause })?
+            .add_service(PbMaintenanceServer::new(maintenance()))
+            .add_service(PbClusterServer::new(cluster()));
+        let listener = bind(*addr).await?;
+        let mut stop = stop_tx.subscribe();
+        let addr = *addr;
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(listener, async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+                .map_err(|cause| DatastoreError::Serve { addr, cause })
+        });
+    }
+    tracing::info!(
+        client = ?config.listen_client,
+        peer = ?config.listen_peer,
+        revision = store.revision(),
+        "datastore serving"
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|cause| DatastoreError::Read {
+            path: PathBuf::from("signal handler"),
+            cause,
+        })?;
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        Some(done) = servers.join_next() => match done {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "server task failed");
+                Ok(())
+            }
+        },
+    };
+    let _ = stop_tx.send(());
+    while servers.join_next().await.is_some() {}
+    outcome
+}
