@@ -20,7 +20,7 @@ mk8s_install_packages() {
     local pkgs=(openssl ca-certificates gcc libc6-dev pkg-config hostname util-linux mount coreutils iproute2
         protobuf-compiler libprotobuf-dev)
     if [ "$what" = test ]; then
-        pkgs+=(procps)
+        pkgs+=(procps etcd-server etcd-client)
     fi
     local missing=()
     for p in "${pkgs[@]}"; do

@@ -111,7 +111,11 @@ impl PbMaintenanceService for MaintenanceService {
         _r: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let store = self.store.clone();
-        let bytes = blocking(move || store.snapshot_bytes()).await?;
+        let mut bytes = blocking(move || store.snapshot_bytes()).await?;
+        // As etcd: the stream ends with the SHA-256 of the database, which etcdctl requires
+        // (it checks that the size is a multiple of 512 plus 32).
+        let sum = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+        bytes.extend_from_slice(sum.as_ref());
         let header = self.store.header();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {

@@ -462,9 +462,12 @@ impl Store {
             .path
             .with_extension(format!("snapshot.{}.{n}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let result = self
-            .snapshot_to(&tmp)
-            .and_then(|()| std::fs::read(&tmp).map_err(|e| EtcdError::Storage(e.to_string())));
+        let result = self.snapshot_to(&tmp).and_then(|()| {
+            let mut bytes = std::fs::read(&tmp).map_err(|e| EtcdError::Storage(e.to_string()))?;
+            // etcd's snapshots are whole pages; redb's files are too, but make sure.
+            bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+            Ok(bytes)
+        });
         let _ = std::fs::remove_file(&tmp);
         result
     }

@@ -4,6 +4,8 @@
 mod bad_input;
 mod bootstrap;
 mod crash;
+mod datastore;
+mod etcd;
 mod kubeconfig;
 mod refresh;
 mod tls;

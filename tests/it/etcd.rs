@@ -1,0 +1,217 @@
+//! Helpers to run an etcd-API server for tests: the mk8s datastore or Debian's real etcd 3.4,
+//! both with the cluster's TLS, on free loopback ports; killed (by pid) on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::DataDir;
+
+/// A free loopback port (bound and released: good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Which server to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Mk8s,
+    RealEtcd,
+}
+
+/// A running etcd-API server and the certs to reach it.
+pub struct Server {
+    pub kind: Kind,
+    pub data: DataDir,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub storage: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start(kind: Kind) -> Self {
+        Self::start_with(kind, &[])
+    }
+
+    pub fn start_with(kind: Kind, extra: &[&str]) -> Self {
+        let data = DataDir::bootstrapped();
+        let storage = data.path.join("var/lib/datastore");
+        let mut s = Server {
+            kind,
+            data,
+            client_port: free_port(),
+            peer_port: free_port(),
+            storage,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.data.certs()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.peer_port)
+    }
+
+    fn spawn(&mut self) {
+        let certs = self.certs();
+        let c = |f: &str| certs.join(f).display().to_string();
+        let log =
+            std::fs::File::create(self.data.path.join(format!("{:?}.log", self.kind))).unwrap();
+        let mut cmd = match self.kind {
+            Kind::Mk8s => {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_mk8s"));
+                cmd.args(["daemon", "datastore", "--data-dir"])
+                    .arg(&self.data.path)
+                    .arg(format!("--listen-client-urls={}", self.endpoint()))
+                    .arg(format!("--listen-peer-urls={}", self.peer_endpoint()));
+                cmd
+            }
+            Kind::RealEtcd => {
+                let mut cmd = Command::new("etcd");
+                let peer = self.peer_endpoint();
+                cmd.arg("--name=test")
+                    .arg(format!("--data-dir={}", self.storage.display()))
+                    .arg(format!("--listen-client-urls={}", self.endpoint()))
+                    .arg(format!("--advertise-client-urls={}", self.endpoint()))
+                    .arg(format!("--listen-peer-urls={peer}"))
+                    .arg(format!("--initial-advertise-peer-urls={peer}"))
+                    .arg(format!("--initial-cluster=test={peer}"))
+                    .arg(format!("--cert-file={}", c("datastore.crt")))
+                    .arg(format!("--key-file={}", c("datastore.key")))
+                    .arg(format!("--trusted-ca-file={}", c("ca.crt")))
+                    .arg("--client-cert-auth")
+                    .arg(format!("--peer-cert-file={}", c("datastore.crt")))
+                    .arg(format!("--peer-key-file={}", c("datastore.key")))
+                    .arg(format!("--peer-trusted-ca-file={}", c("ca.crt")))
+                    .arg("--peer-client-cert-auth")
+                    .arg("--logger=zap");
+                cmd
+            }
+        };
+        cmd.args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env_remove("MK8S_FAULT_INJECT");
+        self.child = Some(cmd.spawn().expect("start the etcd-API server"));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.etcdctl(&["endpoint", "health"]);
+            if out.status.success() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("{:?} exited ({status}): {}", self.kind, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} not ready: {}",
+                self.kind,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path.join(format!("{:?}.log", self.kind)))
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// `etcdctl` against the client port with the apiserver's etcd client cert.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_at(&self.endpoint(), "apiserver-etcd-client", args)
+    }
+
+    pub fn etcdctl_at(&self, endpoint: &str, client: &str, args: &[&str]) -> Output {
+        etcdctl_cmd(endpoint, &self.certs(), Some(client), args)
+            .output()
+            .expect("etcdctl must be installed")
+    }
+
+    /// Runs etcdctl and returns stdout, requiring success.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = self.etcdctl(args);
+        assert!(
+            out.status.success(),
+            "{:?}: etcdctl {args:?}: {}",
+            self.kind,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs etcdctl expecting failure; returns stderr.
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let out = self.etcdctl(args);
+        assert!(
+            !out.status.success(),
+            "{:?}: etcdctl {args:?} should fail",
+            self.kind
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// An etcdctl command with the CA of `certs` and, if given, the client pair `client`.
+pub fn etcdctl_cmd(endpoint: &str, certs: &Path, client: Option<&str>, args: &[&str]) -> Command {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg(format!("--cacert={}", certs.join("ca.crt").display()))
+        .arg("--dial-timeout=3s")
+        .arg("--command-timeout=10s");
+    if let Some(c) = client {
+        cmd.arg(format!(
+            "--cert={}",
+            certs.join(format!("{c}.crt")).display()
+        ))
+        .arg(format!(
+            "--key={}",
+            certs.join(format!("{c}.key")).display()
+        ));
+    }
+    cmd.args(args).stdin(Stdio::piped());
+    cmd
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
