@@ -5,6 +5,7 @@ mod bad_input;
 mod bootstrap;
 mod crash;
 mod datastore;
+mod datastore_client;
 mod etcd;
 mod kubeconfig;
 mod refresh;
