@@ -5,8 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::common::args::{self, Vars};
-use crate::common::host;
 use crate::common::paths::Paths;
 use crate::datastore;
 
@@ -31,17 +29,9 @@ pub struct Args {
 }
 
 pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
-    let vars = Vars {
-        snap: String::new(),
-        snap_data: paths.snap_data.display().to_string(),
-        snap_common: String::new(),
-    };
     match a.component {
         Component::Datastore => {
-            let file = paths.data_file("args/datastore");
-            let flags = args::load(&file, &a.flags, &vars)?;
-            let mut config = datastore::Config::defaults(&paths.snap_data, host::node_name());
-            config.apply(&flags)?;
+            let config = datastore::load_config(paths, &a.flags)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

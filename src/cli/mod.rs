@@ -4,6 +4,7 @@
 mod bootstrap;
 mod config;
 mod daemon;
+mod dbctl;
 mod refresh_certs;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum Command {
     Config(config::Args),
     /// Renew certificates, check their expiry, or undo the last renewal
     RefreshCerts(refresh_certs::Args),
+    /// Back up or restore the datastore
+    Dbctl(dbctl::Args),
     /// Run one component in the foreground (what the supervisor starts)
     Daemon(daemon::Args),
 }
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Bootstrap => bootstrap::run(&paths),
         Command::Config(a) => config::run(&paths, a),
         Command::RefreshCerts(a) => refresh_certs::run(&paths, a),
+        Command::Dbctl(a) => dbctl::run(&paths, a),
         Command::Daemon(a) => daemon::run(&paths, a),
     };
     match result {

@@ -7,6 +7,7 @@
 //! each a thin translation onto [`store::Store`].
 
 mod cluster;
+pub mod dbctl;
 mod error;
 mod kv;
 mod lease;
@@ -59,6 +60,22 @@ pub enum DatastoreError {
         addr: SocketAddr,
         cause: tonic::transport::Error,
     },
+}
+
+/// The datastore's settings for a data root: defaults, then `args/datastore`, then `cli`.
+pub fn load_config(
+    paths: &crate::common::paths::Paths,
+    cli: &[String],
+) -> Result<Config, DatastoreError> {
+    let vars = crate::common::args::Vars {
+        snap: String::new(),
+        snap_data: paths.snap_data.display().to_string(),
+        snap_common: String::new(),
+    };
+    let flags = crate::common::args::load(&paths.data_file("args/datastore"), cli, &vars)?;
+    let mut config = Config::defaults(&paths.snap_data, crate::common::host::node_name());
+    config.apply(&flags)?;
+    Ok(config)
 }
 
 /// The datastore's settings, from `args/datastore` with etcd's and MicroK8s's flag names.
@@ -170,7 +187,7 @@ impl Config {
     }
 }
 
-fn advertised(scheme: &str, a: &SocketAddr) -> String {
+pub(crate) fn advertised(scheme: &str, a: &SocketAddr) -> String {
     let host = if a.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {

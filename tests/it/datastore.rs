@@ -457,3 +457,121 @@ fn oversized_and_overfull_requests_get_etcd_errors() {
         assert_eq!(s.ctl(&["put", "small", "ok"]), "OK\n", "{kind:?}");
     }
 }
+
+#[test]
+fn snapshots_restore_with_every_key() {
+    let mut s = Server::start(Kind::Mk8s);
+    for i in 0..50 {
+        s.ctl(&["put", &format!("snap/{i:02}"), &format!("v{i}")]);
+    }
+    let from_etcdctl = s.data.path.join("etcdctl.db");
+    s.ctl(&["snapshot", "save", from_etcdctl.to_str().unwrap()]);
+    let from_dbctl = s.data.path.join("dbctl.db");
+    let out = s
+        .data
+        .ok(&["dbctl", "backup", from_dbctl.to_str().unwrap()]);
+    assert!(out.starts_with("Backed up the datastore to"), "{out}");
+    s.ctl(&["put", "snap/after", "x"]);
+
+    let err = s
+        .data
+        .fails(&["dbctl", "restore", from_dbctl.to_str().unwrap()]);
+    assert!(err.contains("the datastore is running"), "{err}");
+
+    for backup in [&from_etcdctl, &from_dbctl] {
+        s.kill9();
+        s.data.ok(&["dbctl", "restore", backup.to_str().unwrap()]);
+        s.restart();
+        let keys = s.ctl(&["get", "snap/", "--prefix", "--keys-only"]);
+        let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("snap/{i:02}")).collect();
+        assert_eq!(keys, expected, "{}", backup.display());
+        assert_eq!(s.ctl(&["get", "snap/07", "--print-value-only"]), "v7\n");
+        s.ctl(&["put", "snap/after", "x"]);
+    }
+
+    s.kill9();
+    let mut bytes = std::fs::read(&from_dbctl).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    let corrupt = s.data.path.join("corrupt.db");
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let err = s
+        .data
+        .fails(&["dbctl", "restore", corrupt.to_str().unwrap()]);
+    assert!(
+        err.contains("is not a datastore backup: checksum mismatch"),
+        "{err}"
+    );
+}
+
+/// `dbSize` from `endpoint status -w json`.
+fn db_size(s: &Server) -> u64 {
+    let json = s.ctl(&["endpoint", "status", "-w", "json"]);
+    let tail = &json[json.find("\"dbSize\":").expect("dbSize") + 9..];
+    tail.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn history_is_compacted_automatically_and_defrag_shrinks_the_file() {
+    let s = Server::start_with(Kind::Mk8s, &["--auto-compaction-retention=1s"]);
+    let old = revision(&s.ctl(&["put", "auto", "1", "-w", "json"]));
+    s.ctl(&["put", "auto", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = s.etcdctl(&["get", "auto", &format!("--rev={old}")]);
+        if String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history was never compacted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(s.ctl(&["get", "auto", "--print-value-only"]), "2\n");
+
+    // Churn: fill, delete, let compaction drop the history, then defragment.
+    let mut put = etcdctl_cmd(
+        &s.endpoint(),
+        &s.certs(),
+        Some("apiserver-etcd-client"),
+        &["put", "big"],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all("y".repeat(1024 * 1024).as_bytes())
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+    for i in 0..4 {
+        let mut put = etcdctl_cmd(
+            &s.endpoint(),
+            &s.certs(),
+            Some("apiserver-etcd-client"),
+            &["put", &format!("big{i}")],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+        put.stdin
+            .take()
+            .unwrap()
+            .write_all("z".repeat(1024 * 1024).as_bytes())
+            .unwrap();
+        assert!(put.wait().unwrap().success());
+    }
+    s.ctl(&["del", "big", "--prefix"]);
+    let grown = db_size(&s);
+    std::thread::sleep(Duration::from_millis(2500));
+    s.ctl(&["defrag"]);
+    let shrunk = db_size(&s);
+    assert!(
+        shrunk < grown,
+        "defragment must shrink the file: {grown} -> {shrunk}"
+    );
+}

@@ -75,11 +75,21 @@ impl Server {
             std::fs::File::create(self.data.path.join(format!("{:?}.log", self.kind))).unwrap();
         let mut cmd = match self.kind {
             Kind::Mk8s => {
+                // Through args/datastore, as the supervisor and `mk8s dbctl` read it.
+                let args = self.data.path.join("args");
+                std::fs::create_dir_all(&args).unwrap();
+                std::fs::write(
+                    args.join("datastore"),
+                    format!(
+                        "# test ports\n--listen-client-urls={}\n--listen-peer-urls={}\n",
+                        self.endpoint(),
+                        self.peer_endpoint()
+                    ),
+                )
+                .unwrap();
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_mk8s"));
                 cmd.args(["daemon", "datastore", "--data-dir"])
-                    .arg(&self.data.path)
-                    .arg(format!("--listen-client-urls={}", self.endpoint()))
-                    .arg(format!("--listen-peer-urls={}", self.peer_endpoint()));
+                    .arg(&self.data.path);
                 cmd
             }
             Kind::RealEtcd => {
