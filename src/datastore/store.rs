@@ -47,10 +47,12 @@ pub const MAX_TXN_OPS: usize = 128;
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 /// etcd's smallest lease TTL with default election settings (1.5 s, rounded up).
 pub const MIN_LEASE_TTL: i64 = 2;
+/// redb's page cache.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Requests taken into one group commit at most.
 const MAX_BATCH: usize = 1024;
 /// Batches of events a slow watcher may fall behind before it re-reads history.
-const EVENT_BACKLOG: usize = 4096;
+const EVENT_BACKLOG: usize = 256;
 
 const TOMBSTONE: u8 = 1;
 const LIVE: u8 = 0;
@@ -115,7 +117,16 @@ impl Index {
     }
 
     fn push(&mut self, key: &[u8], e: RevEntry) {
-        self.keys.entry(key.to_vec()).or_default().revs.push(e);
+        match self.keys.get_mut(key) {
+            Some(ki) => ki.revs.push(e),
+            // Most keys have one live revision after compaction: no room for more up front
+            // (a default Vec would reserve four entries per key).
+            None => {
+                let mut revs = Vec::with_capacity(1);
+                revs.push(e);
+                self.keys.insert(key.to_vec(), KeyIndex { revs });
+            }
+        }
     }
 }
 
@@ -210,7 +221,12 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Arc<Store>, EtcdError> {
         std::fs::create_dir_all(dir).map_err(|e| EtcdError::Storage(e.to_string()))?;
         let path = dir.join("mk8s.redb");
-        let db = Database::create(&path).map_err(|e| EtcdError::Storage(e.to_string()))?;
+        // redb caches up to 1 GiB by default; the OS page cache already holds hot pages, so a
+        // small cache keeps the datastore's memory a fraction of etcd's.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| EtcdError::Storage(e.to_string()))?;
 
         let mut index = Index::default();
         let mut leases = HashMap::new();
@@ -1027,6 +1043,9 @@ fn compact_index(idx: &mut Index, rev: i64) -> Vec<(u64, u32)> {
             for e in ki.revs.drain(..cut) {
                 dropped.push((e.main as u64, e.sub));
             }
+            if ki.revs.capacity() > 2 * ki.revs.len() {
+                ki.revs.shrink_to_fit();
+            }
         }
         !ki.revs.is_empty()
     });
@@ -1207,11 +1226,25 @@ fn apply_op(
     }
 }
 
+/// Gives a txn's every response, nested ones included, the txn's header, as etcd does.
+fn set_txn_header(t: &mut PbTxnResponse, h: PbResponseHeader) {
+    t.header = Some(h);
+    for op in &mut t.responses {
+        match &mut op.response {
+            Some(PbTxnOpResponse::ResponseRange(r)) => r.header = Some(h),
+            Some(PbTxnOpResponse::ResponsePut(p)) => p.header = Some(h),
+            Some(PbTxnOpResponse::ResponseDeleteRange(d)) => d.header = Some(h),
+            Some(PbTxnOpResponse::ResponseTxn(inner)) => set_txn_header(inner, h),
+            None => {}
+        }
+    }
+}
+
 fn set_header(r: &mut WriteResult, h: PbResponseHeader) {
     match r {
         WriteResult::Put(p) => p.header = Some(h),
         WriteResult::Delete(d) => d.header = Some(h),
-        WriteResult::Txn(t) => t.header = Some(h),
+        WriteResult::Txn(t) => set_txn_header(t, h),
         WriteResult::Compacted(x) | WriteResult::LeaseRevoked(x) => *x = h,
         WriteResult::LeaseGranted { header, .. } => *header = h,
     }

@@ -227,8 +227,8 @@ async fn replay(store: &Arc<Store>, spec: &Spec, from: i64, to: i64, tx: &Out) -
                 header: Some(store.header()),
                 watch_id: spec.id,
                 canceled: true,
+                // etcd tells compaction by compact_revision alone, with no cancel reason.
                 compact_revision: store.compacted(),
-                cancel_reason: EtcdError::Compacted.to_string(),
                 ..Default::default()
             };
             let _ = tx.send(Ok(resp)).await;

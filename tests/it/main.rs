@@ -6,6 +6,7 @@ mod bootstrap;
 mod crash;
 mod datastore;
 mod datastore_client;
+mod datastore_diff;
 mod etcd;
 mod kubeconfig;
 mod refresh;
