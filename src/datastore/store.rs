@@ -122,9 +122,7 @@ impl Index {
             // Most keys have one live revision after compaction: no room for more up front
             // (a default Vec would reserve four entries per key).
             None => {
-                let mut revs = Vec::with_capacity(1);
-                revs.push(e);
-                self.keys.insert(key.to_vec(), KeyIndex { revs });
+                self.keys.insert(key.to_vec(), KeyIndex { revs: vec![e] });
             }
         }
     }
