@@ -296,6 +296,21 @@ async fn bind(addr: SocketAddr) -> Result<Incoming, DatastoreError> {
     Ok(Box::pin(incoming))
 }
 
+/// Serves `router` on `listener` until `stop` fires.
+async fn serve(
+    router: tonic::transport::server::Router,
+    listener: Incoming,
+    addr: SocketAddr,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) -> Result<(), DatastoreError> {
+    router
+        .serve_with_incoming_shutdown(listener, async move {
+            let _ = stop.recv().await;
+        })
+        .await
+        .map_err(|cause| DatastoreError::Serve { addr, cause })
+}
+
 /// Runs the datastore until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DatastoreError> {
     let read = |p: &PathBuf| {
@@ -355,17 +370,12 @@ pub async fn run(config: Config) -> Result<(), DatastoreError> {
             }))
             .add_service(PbMaintenanceServer::new(maintenance()))
             .add_service(PbClusterServer::new(cluster()));
-        let listener = bind(*addr).await?;
-        let mut stop = stop_tx.subscribe();
-        let addr = *addr;
-        servers.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(listener, async move {
-                    let _ = stop.recv().await;
-                })
-                .await
-                .map_err(|cause| DatastoreError::Serve { addr, cause })
-        });
+        servers.spawn(serve(
+            router,
+            bind(*addr).await?,
+            *addr,
+            stop_tx.subscribe(),
+        ));
     }
     for addr in &config.listen_peer {
         let router = Server::builder()
@@ -373,17 +383,12 @@ pub async fn run(config: Config) -> Result<(), DatastoreError> {
             .map_err(|cause| DatastoreError::Serve { addr: *addr, cause })?
             .add_service(PbMaintenanceServer::new(maintenance()))
             .add_service(PbClusterServer::new(cluster()));
-        let listener = bind(*addr).await?;
-        let mut stop = stop_tx.subscribe();
-        let addr = *addr;
-        servers.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(listener, async move {
-                    let _ = stop.recv().await;
-                })
-                .await
-                .map_err(|cause| DatastoreError::Serve { addr, cause })
-        });
+        servers.spawn(serve(
+            router,
+            bind(*addr).await?,
+            *addr,
+            stop_tx.subscribe(),
+        ));
     }
     tracing::info!(
         client = ?config.listen_client,

@@ -425,22 +425,7 @@ fn oversized_and_overfull_requests_get_etcd_errors() {
     for kind in [Kind::Mk8s, Kind::RealEtcd] {
         let s = Server::start(kind);
         // etcdctl reads the value from stdin when none is given.
-        let mut put = etcdctl_cmd(
-            &s.endpoint(),
-            &s.certs(),
-            Some("apiserver-etcd-client"),
-            &["put", "big"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        put.stdin
-            .take()
-            .unwrap()
-            .write_all("x".repeat(1536 * 1024 + 10).as_bytes())
-            .unwrap();
-        let out = put.wait_with_output().unwrap();
+        let out = s.put_stdin("big", 1536 * 1024 + 10);
         assert!(!out.status.success(), "{kind:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -533,37 +518,8 @@ fn history_is_compacted_automatically_and_defrag_shrinks_the_file() {
     assert_eq!(s.ctl(&["get", "auto", "--print-value-only"]), "2\n");
 
     // Churn: fill, delete, let compaction drop the history, then defragment.
-    let mut put = etcdctl_cmd(
-        &s.endpoint(),
-        &s.certs(),
-        Some("apiserver-etcd-client"),
-        &["put", "big"],
-    )
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all("y".repeat(1024 * 1024).as_bytes())
-        .unwrap();
-    assert!(put.wait().unwrap().success());
-    for i in 0..4 {
-        let mut put = etcdctl_cmd(
-            &s.endpoint(),
-            &s.certs(),
-            Some("apiserver-etcd-client"),
-            &["put", &format!("big{i}")],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-        put.stdin
-            .take()
-            .unwrap()
-            .write_all("z".repeat(1024 * 1024).as_bytes())
-            .unwrap();
-        assert!(put.wait().unwrap().success());
+    for key in ["big", "big0", "big1", "big2", "big3"] {
+        assert!(s.put_stdin(key, 1024 * 1024).status.success());
     }
     s.ctl(&["del", "big", "--prefix"]);
     let grown = db_size(&s);

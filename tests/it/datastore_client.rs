@@ -5,31 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, Identity, TlsOptions, WatchOptions,
-};
+use etcd_client::{EventType, WatchOptions};
 use rand::Rng;
 
 use crate::etcd::{Kind, Server};
-
-async fn connect(s: &Server) -> Client {
-    let certs = s.certs();
-    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
-    let tls = TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(read("ca.crt")))
-        .identity(Identity::from_pem(
-            read("apiserver-etcd-client.crt"),
-            read("apiserver-etcd-client.key"),
-        ))
-        .domain_name("localhost");
-    let opts = ConnectOptions::new()
-        .with_tls(tls)
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(10));
-    Client::connect([s.endpoint()], Some(opts))
-        .await
-        .expect("connect")
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -49,7 +28,7 @@ fn watch_sees_every_event_once_in_order_across_a_restart() {
     let rt = runtime();
     let mut s = Server::start(Kind::Mk8s);
     rt.block_on(async {
-        let mut client = connect(&s).await;
+        let mut client = s.client().await;
         let start = client
             .get("x", None)
             .await
@@ -96,7 +75,7 @@ fn watch_sees_every_event_once_in_order_across_a_restart() {
 
     // Across a restart, a watch from the next revision continues without gap or repeat.
     let last = rt.block_on(async {
-        let mut c = connect(&s).await;
+        let mut c = s.client().await;
         c.put("ordered/after", "1", None)
             .await
             .unwrap()
@@ -106,7 +85,7 @@ fn watch_sees_every_event_once_in_order_across_a_restart() {
     });
     s.restart();
     rt.block_on(async {
-        let mut client = connect(&s).await;
+        let mut client = s.client().await;
         client.put("ordered/restarted", "2", None).await.unwrap();
         let mut stream = client
             .watch(
@@ -147,7 +126,7 @@ fn acknowledged_puts_survive_kill_9() {
     for round in 0..20 {
         let done: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
         let writers: Vec<_> = rt.block_on(async {
-            let client = connect(&s).await;
+            let client = s.client().await;
             (0..8)
                 .map(|t| {
                     let mut c = client.clone();
@@ -180,7 +159,7 @@ fn acknowledged_puts_survive_kill_9() {
         }
         s.restart();
         rt.block_on(async {
-            let mut c = connect(&s).await;
+            let mut c = s.client().await;
             let all = c
                 .get("crash/", Some(etcd_client::GetOptions::new().with_prefix()))
                 .await

@@ -397,24 +397,6 @@ async fn script(c: &mut Client) -> Vec<String> {
     t.lines
 }
 
-async fn connect(s: &Server) -> Client {
-    let certs = s.certs();
-    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
-    let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")))
-        .identity(etcd_client::Identity::from_pem(
-            read("apiserver-etcd-client.crt"),
-            read("apiserver-etcd-client.key"),
-        ))
-        .domain_name("localhost");
-    Client::connect(
-        [s.endpoint()],
-        Some(etcd_client::ConnectOptions::new().with_tls(tls)),
-    )
-    .await
-    .unwrap()
-}
-
 #[test]
 fn same_answers_as_real_etcd() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -425,8 +407,8 @@ fn same_answers_as_real_etcd() {
     let etcd = Server::start(Kind::RealEtcd);
     let mk8s = Server::start(Kind::Mk8s);
     let (want, got) = rt.block_on(async {
-        let want = script(&mut connect(&etcd).await).await;
-        let got = script(&mut connect(&mk8s).await).await;
+        let want = script(&mut etcd.client().await).await;
+        let got = script(&mut mk8s.client().await).await;
         (want, got)
     });
     let mut diffs = Vec::new();

@@ -220,6 +220,49 @@ pub fn etcdctl_cmd(endpoint: &str, certs: &Path, client: Option<&str>, args: &[&
     cmd
 }
 
+impl Server {
+    /// An `etcd-client` connection with the API server's etcd client certificate.
+    pub async fn client(&self) -> etcd_client::Client {
+        let certs = self.certs();
+        let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")))
+            .identity(etcd_client::Identity::from_pem(
+                read("apiserver-etcd-client.crt"),
+                read("apiserver-etcd-client.key"),
+            ))
+            .domain_name("localhost");
+        let opts = etcd_client::ConnectOptions::new()
+            .with_tls(tls)
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(10));
+        etcd_client::Client::connect([self.endpoint()], Some(opts))
+            .await
+            .expect("connect")
+    }
+
+    /// `etcdctl put <key>` with a value of `len` bytes fed on stdin (too big for argv).
+    pub fn put_stdin(&self, key: &str, len: usize) -> Output {
+        use std::io::Write;
+        let mut put = etcdctl_cmd(
+            &self.endpoint(),
+            &self.certs(),
+            Some("apiserver-etcd-client"),
+            &["put", key],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        put.stdin
+            .take()
+            .unwrap()
+            .write_all(&vec![b'v'; len])
+            .unwrap();
+        put.wait_with_output().unwrap()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
