@@ -5,6 +5,7 @@ mod bootstrap;
 mod cli;
 mod common;
 mod datastore;
+mod supervisor;
 
 fn main() -> std::process::ExitCode {
     cli::main()

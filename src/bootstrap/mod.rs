@@ -686,7 +686,7 @@ mod tests {
     #[test]
     fn bootstrap_twice_writes_nothing_the_second_time() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path().join("data"));
+        let paths = Paths::new(dir.path().join("data"), dir.path().join("common"));
         let first = bootstrap(&paths, &host()).unwrap();
         assert!(first.written.contains(&"certs/server.crt".to_string()));
         let second = bootstrap(&paths, &host()).unwrap();
@@ -696,7 +696,7 @@ mod tests {
     #[test]
     fn a_new_host_address_reissues_only_the_certs_that_name_it() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path().join("data"));
+        let paths = Paths::new(dir.path().join("data"), dir.path().join("common"));
         bootstrap(&paths, &host()).unwrap();
         let mut moved = host();
         moved.ips.push("192.0.2.3".parse().unwrap());

@@ -5,14 +5,18 @@ mod bootstrap;
 mod config;
 mod daemon;
 mod dbctl;
+mod kubectl;
 mod refresh_certs;
+mod start;
+mod status;
+mod stop;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::common::paths::{DEFAULT_SNAP_DATA, Paths};
+use crate::common::paths::{DEFAULT_SNAP_COMMON, DEFAULT_SNAP_DATA, Paths};
 
 /// Exit code of a command that failed.
 pub const EXIT_FAILURE: u8 = 1;
@@ -30,12 +34,23 @@ struct Cli {
     /// State root ($SNAP_DATA): certs/, credentials/, args/
     #[arg(long, global = true, env = "MK8S_SNAP_DATA", default_value = DEFAULT_SNAP_DATA, value_name = "DIR")]
     data_dir: PathBuf,
+    /// Runtime root ($SNAP_COMMON): pid files, logs
+    #[arg(long, global = true, env = "MK8S_SNAP_COMMON", default_value = DEFAULT_SNAP_COMMON, value_name = "DIR")]
+    common_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start mk8s: bootstrap if needed, run every component, wait until ready
+    Start(start::Args),
+    /// Stop every component (data is kept)
+    Stop,
+    /// Whether mk8s is running, and how
+    Status(status::Args),
+    /// Run kubectl against this cluster
+    Kubectl(kubectl::Args),
     /// Create the CA, certificates, tokens and kubeconfigs that are missing (idempotent)
     Bootstrap,
     /// Print the admin kubeconfig, with the server set to this host's LAN address
@@ -46,6 +61,8 @@ enum Command {
     Dbctl(dbctl::Args),
     /// Run one component in the foreground (what the supervisor starts)
     Daemon(daemon::Args),
+    /// Run the supervisor in the foreground (what `start` runs in the background)
+    Supervise,
 }
 
 /// Parses the command line, runs the command, prints any error as one line.
@@ -62,8 +79,15 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
-    let paths = Paths::new(cli.data_dir);
+    let paths = Paths::new(cli.data_dir, cli.common_dir);
     let result = match cli.command {
+        Command::Start(a) => start::run(&paths, a),
+        Command::Stop => stop::run(&paths),
+        Command::Status(a) => status::run(&paths, a),
+        Command::Kubectl(a) => kubectl::run(&paths, a),
+        Command::Supervise => crate::supervisor::run(&paths)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Bootstrap => bootstrap::run(&paths),
         Command::Config(a) => config::run(&paths, a),
         Command::RefreshCerts(a) => refresh_certs::run(&paths, a),

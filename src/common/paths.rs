@@ -1,9 +1,11 @@
-//! The data root of design §2 (`$SNAP_DATA`) and the well-known paths below it.
+//! The two data roots of design §2 (`$SNAP_DATA`, `$SNAP_COMMON`) and the paths below them.
 
 use std::path::{Path, PathBuf};
 
 /// Default `$SNAP_DATA`, as a MicroK8s snap would have it.
 pub const DEFAULT_SNAP_DATA: &str = "/var/snap/mk8s/current";
+/// Default `$SNAP_COMMON`.
+pub const DEFAULT_SNAP_COMMON: &str = "/var/snap/mk8s/common";
 
 pub const CERTS_DIR: &str = "certs";
 pub const CREDENTIALS_DIR: &str = "credentials";
@@ -13,12 +15,33 @@ pub const CERTS_BACKUP_DIR: &str = "certs-backup";
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub snap_data: PathBuf,
+    pub snap_common: PathBuf,
 }
 
 impl Paths {
-    pub fn new(snap_data: impl Into<PathBuf>) -> Self {
+    pub fn new(snap_data: impl Into<PathBuf>, snap_common: impl Into<PathBuf>) -> Self {
         Self {
             snap_data: snap_data.into(),
+            snap_common: snap_common.into(),
+        }
+    }
+
+    /// `$SNAP_COMMON/run`: pid files, the supervisor's lock and status.
+    pub fn run_dir(&self) -> PathBuf {
+        self.snap_common.join("run")
+    }
+
+    /// `$SNAP_COMMON/var/log`: one log a component.
+    pub fn log_dir(&self) -> PathBuf {
+        self.snap_common.join("var/log")
+    }
+
+    /// Values for `${SNAP_DATA}` and friends in args files.
+    pub fn vars(&self) -> crate::common::args::Vars {
+        crate::common::args::Vars {
+            snap: String::new(),
+            snap_data: self.snap_data.display().to_string(),
+            snap_common: self.snap_common.display().to_string(),
         }
     }
 

@@ -67,12 +67,7 @@ pub fn load_config(
     paths: &crate::common::paths::Paths,
     cli: &[String],
 ) -> Result<Config, DatastoreError> {
-    let vars = crate::common::args::Vars {
-        snap: String::new(),
-        snap_data: paths.snap_data.display().to_string(),
-        snap_common: String::new(),
-    };
-    let flags = crate::common::args::load(&paths.data_file("args/datastore"), cli, &vars)?;
+    let flags = crate::common::args::load(&paths.data_file("args/datastore"), cli, &paths.vars())?;
     let mut config = Config::defaults(&paths.snap_data, crate::common::host::node_name());
     config.apply(&flags)?;
     Ok(config)

@@ -223,10 +223,20 @@ fn secrets_are_private() {
 fn help_lists_only_working_commands() {
     let d = DataDir::new();
     let help = d.ok(&["--help"]);
-    for cmd in ["bootstrap", "config", "refresh-certs"] {
+    for cmd in [
+        "start",
+        "stop",
+        "status",
+        "kubectl",
+        "bootstrap",
+        "config",
+        "refresh-certs",
+        "dbctl",
+        "daemon",
+    ] {
         assert!(help.contains(cmd), "{help}");
     }
-    for absent in ["start", "stop", "status", "enable"] {
+    for absent in ["enable", "disable", "inspect", "reset"] {
         assert!(
             !help.lines().any(|l| l.trim_start().starts_with(absent)),
             "{help}"

@@ -10,5 +10,6 @@ mod datastore_diff;
 mod etcd;
 mod kubeconfig;
 mod refresh;
+mod supervisor;
 mod tls;
 mod util;

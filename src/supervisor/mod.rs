@@ -1,0 +1,454 @@
+//! The supervisor (`mk8s supervise`): runs each component as a child process
+//! (`mk8s daemon <name>`), in order, waiting for each one's readiness; restarts a dead child with
+//! back-off (1 s doubling to 30 s, reset after 60 s healthy); stops them in reverse order.
+//!
+//! Owns `$SNAP_COMMON/run/` (its lock, pid files, `status.json`) and `$SNAP_COMMON/var/log/`.
+//! Knows components only by name, args file and readiness check; never touches their data.
+
+pub mod logs;
+pub mod ports;
+pub mod status;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::common::paths::Paths;
+use status::{ComponentStatus, State, Status};
+
+const LOCK_FILE: &str = "supervisor.lock";
+const PID_FILE: &str = "supervisor.pid";
+pub const STATUS_FILE: &str = "status.json";
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const HEALTHY_RESETS_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a component gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const READY_POLL: Duration = Duration::from_millis(100);
+
+/// A component the supervisor runs.
+pub struct ComponentDef {
+    pub name: &'static str,
+    /// Default `args/<name>` content, installed when the file is missing.
+    pub args_template: &'static str,
+}
+
+/// Every component, in start order (the others join as their issues land).
+pub const COMPONENTS: &[ComponentDef] = &[ComponentDef {
+    name: "datastore",
+    args_template: include_str!("../../templates/args/datastore"),
+}];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("mk8s is already running (supervisor pid {0})")]
+    AlreadyRunning(u32),
+    #[error("cannot {action} {}: {cause}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SupervisorError + 'a {
+    move |cause| SupervisorError::Io {
+        action,
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+/// Writes every missing `args/<component>` from its template; returns those written.
+pub fn install_args(paths: &Paths) -> Result<Vec<PathBuf>, SupervisorError> {
+    let dir = paths.data_file("args");
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let mut written = Vec::new();
+    for c in COMPONENTS {
+        let p = dir.join(c.name);
+        if !p.exists() {
+            crate::common::fsutil::write_atomic(&p, c.args_template.as_bytes(), 0o644)
+                .map_err(io("write", &p))?;
+            written.push(p);
+        }
+    }
+    Ok(written)
+}
+
+/// Checks every component's args file and ports before anything starts, so a bad line or a
+/// taken port is one clear error instead of a crash loop.
+pub fn preflight(paths: &Paths) -> Result<(), String> {
+    let config = crate::datastore::load_config(paths, &[]).map_err(|e| e.to_string())?;
+    for addr in config.listen_client.iter().chain(&config.listen_peer) {
+        ports::check_free(*addr).map_err(|e| format!("datastore: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The running supervisor's pid, if one holds the lock.
+pub fn running(paths: &Paths) -> Option<u32> {
+    let lock = OpenOptions::new()
+        .read(true)
+        .open(paths.run_dir().join(LOCK_FILE))
+        .ok()?;
+    match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
+        // We got it: nobody holds it; dropping releases it.
+        Ok(_) => None,
+        Err(_) => std::fs::read_to_string(paths.run_dir().join(PID_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .or(Some(0)),
+    }
+}
+
+pub fn status_path(paths: &Paths) -> PathBuf {
+    paths.run_dir().join(STATUS_FILE)
+}
+
+pub fn log_path(paths: &Paths, component: &str) -> PathBuf {
+    paths.log_dir().join(format!("{component}.log"))
+}
+
+fn component_pid_file(paths: &Paths, name: &str) -> PathBuf {
+    paths.run_dir().join(format!("{name}.pid"))
+}
+
+/// Whether `pid` is a live `mk8s daemon` (so a stale pid file never makes us kill a stranger).
+fn is_mk8s_daemon(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+        args.iter().any(|a| *a == b"daemon") && args.first().is_some_and(|a| a.ends_with(b"mk8s"))
+    })
+}
+
+/// Kills components left behind by a supervisor that died without stopping them.
+pub fn kill_orphans(paths: &Paths) -> Vec<(String, u32)> {
+    let mut killed = Vec::new();
+    for c in COMPONENTS {
+        let pf = component_pid_file(paths, c.name);
+        if let Some(pid) = std::fs::read_to_string(&pf)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            && is_mk8s_daemon(pid)
+        {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            // Wait for it to be gone, so its ports are free for the next start.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while is_mk8s_daemon(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            killed.push((c.name.to_string(), pid));
+        }
+        let _ = std::fs::remove_file(&pf);
+    }
+    killed
+}
+
+/// Runs the supervisor in the foreground until SIGTERM or SIGINT.
+pub fn run(paths: &Paths) -> Result<(), SupervisorError> {
+    let run_dir = paths.run_dir();
+    let log_dir = paths.log_dir();
+    std::fs::create_dir_all(&run_dir).map_err(io("create", &run_dir))?;
+    std::fs::create_dir_all(&log_dir).map_err(io("create", &log_dir))?;
+    let lock_path = run_dir.join(LOCK_FILE);
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err(_) => return Err(SupervisorError::AlreadyRunning(running(paths).unwrap_or(0))),
+    };
+    let pid_path = run_dir.join(PID_FILE);
+    crate::common::fsutil::write_atomic(
+        &pid_path,
+        std::process::id().to_string().as_bytes(),
+        0o644,
+    )
+    .map_err(io("write", &pid_path))?;
+    kill_orphans(paths);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start the runtime for", &run_dir))?;
+    let result = rt.block_on(supervise(paths.clone()));
+    let _ = std::fs::remove_file(&pid_path);
+    result
+}
+
+struct Shared {
+    paths: Paths,
+    status: Mutex<Status>,
+}
+
+impl Shared {
+    fn update(&self, name: &str, f: impl FnOnce(&mut ComponentStatus)) {
+        let snapshot = {
+            let mut st = self.status.lock();
+            if let Some(c) = st.components.iter_mut().find(|c| c.name == name) {
+                f(c);
+            }
+            st.clone()
+        };
+        if let Err(e) = status::write(&status_path(&self.paths), &snapshot) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+    }
+}
+
+async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
+    let shared = Arc::new(Shared {
+        status: Mutex::new(Status {
+            supervisor_pid: std::process::id(),
+            components: COMPONENTS
+                .iter()
+                .map(|c| ComponentStatus {
+                    name: c.name.to_string(),
+                    state: State::Stopped,
+                    pid: None,
+                    restarts: 0,
+                    last_error: None,
+                    log: log_path(&paths, c.name).display().to_string(),
+                })
+                .collect(),
+        }),
+        paths: paths.clone(),
+    });
+    shared.update("", |_| {});
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("handle signals in", &paths.snap_common))?;
+    let mut tasks = Vec::new();
+    let mut stoppers = Vec::new();
+    let start_all = async {
+        for c in COMPONENTS {
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            tasks.push(tokio::spawn(keep_running(
+                c.name,
+                shared.clone(),
+                stop_rx,
+                ready_tx,
+            )));
+            stoppers.push(stop_tx);
+            // The next component may need this one (the API server needs the datastore).
+            let _ = ready_rx.await;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = start_all => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping components");
+    for (stop, task) in stoppers.into_iter().zip(tasks).rev() {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Spawns `mk8s daemon <name>` with its output in its log; the child gets SIGTERM if we die.
+fn spawn(name: &str, paths: &Paths) -> std::io::Result<tokio::process::Child> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("daemon")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(&paths.snap_data)
+        .arg("--common-dir")
+        .arg(&paths.snap_common)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: only an async-signal-safe prctl between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn()
+}
+
+/// SIGTERM, then SIGKILL after the grace period.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+async fn keep_running(
+    name: &'static str,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    ready_tx: tokio::sync::oneshot::Sender<()>,
+) {
+    let paths = shared.paths.clone();
+    let mut ready_tx = Some(ready_tx);
+    let mut delay = FIRST_BACKOFF;
+    let pid_file = component_pid_file(&paths, name);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        shared.update(name, |c| {
+            c.state = State::Starting;
+            c.pid = None;
+        });
+        let started = Instant::now();
+        let outcome = match spawn(name, &paths) {
+            Err(e) => Err(format!("cannot start: {e}")),
+            Ok(mut child) => {
+                let pid = child.id();
+                if let Some(pid) = pid {
+                    let _ = crate::common::fsutil::write_atomic(
+                        &pid_file,
+                        pid.to_string().as_bytes(),
+                        0o644,
+                    );
+                }
+                shared.update(name, |c| c.pid = pid);
+                match logs::RotatingLog::open(&log_path(&paths, name)) {
+                    Ok(log) => {
+                        let log = Arc::new(Mutex::new(log));
+                        if let Some(out) = child.stdout.take() {
+                            tokio::spawn(logs::pump(out, log.clone()));
+                        }
+                        if let Some(err) = child.stderr.take() {
+                            tokio::spawn(logs::pump(err, log));
+                        }
+                    }
+                    Err(e) => tracing::warn!(component = name, error = %e, "cannot open log"),
+                }
+                let mut is_ready = false;
+                let result = loop {
+                    tokio::select! {
+                        exit = child.wait() => {
+                            break Err(match exit {
+                                Ok(s) => format!("exited ({s})"),
+                                Err(e) => format!("lost: {e}"),
+                            });
+                        }
+                        _ = stop.changed() => {
+                            shared.update(name, |c| c.state = State::Stopping);
+                            terminate(&mut child).await;
+                            break Ok(());
+                        }
+                        _ = tokio::time::sleep(READY_POLL), if !is_ready => {
+                            if probe(name, &paths).await {
+                                is_ready = true;
+                                shared.update(name, |c| c.state = State::Running);
+                                if let Some(tx) = ready_tx.take() {
+                                    let _ = tx.send(());
+                                }
+                            }
+                        }
+                    }
+                };
+                let _ = std::fs::remove_file(&pid_file);
+                result
+            }
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(why) => {
+                tracing::warn!(
+                    component = name,
+                    why,
+                    "component stopped; restarting after back-off"
+                );
+                if started.elapsed() >= HEALTHY_RESETS_BACKOFF {
+                    delay = FIRST_BACKOFF;
+                }
+                shared.update(name, |c| {
+                    c.state = State::Backoff;
+                    c.pid = None;
+                    c.restarts += 1;
+                    c.last_error = Some(why);
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => break,
+                }
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    shared.update(name, |c| {
+        c.state = State::Stopped;
+        c.pid = None;
+    });
+}
+
+/// A component's readiness check, as its clients would see it.
+pub async fn probe(name: &str, paths: &Paths) -> bool {
+    match name {
+        "datastore" => probe_datastore(paths).await,
+        _ => false,
+    }
+}
+
+async fn probe_datastore(paths: &Paths) -> bool {
+    let Ok(config) = crate::datastore::load_config(paths, &[]) else {
+        return false;
+    };
+    let Some(addr) = config.listen_client.first() else {
+        return false;
+    };
+    let endpoint = crate::datastore::advertised("https", addr);
+    let certs = paths.data_file("certs");
+    let read = |f: &str| std::fs::read(certs.join(f)).ok();
+    let (Some(ca), Some(cert), Some(key)) = (
+        read("ca.crt"),
+        read("apiserver-etcd-client.crt"),
+        read("apiserver-etcd-client.key"),
+    ) else {
+        return false;
+    };
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(ca))
+        .identity(etcd_client::Identity::from_pem(cert, key))
+        .domain_name("localhost");
+    let opts = etcd_client::ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(2));
+    let check = async {
+        let mut c = etcd_client::Client::connect([endpoint], Some(opts))
+            .await
+            .ok()?;
+        c.get("health", None).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), check).await,
+        Ok(Some(_))
+    )
+}
+
+/// Opens a file for appending (the supervisor's own log, written by `start`).
+pub fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}

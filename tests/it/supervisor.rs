@@ -1,0 +1,260 @@
+//! `mk8s start / status / stop` with the supervisor and the components that exist, on free
+//! ports in a temporary data dir; every process started is stopped, by pid, even on failure.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::etcd::{etcdctl_cmd, free_port};
+
+/// A cluster in temporary roots; `mk8s stop` (then SIGKILL by pid file) on drop.
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    common: PathBuf,
+    client_port: u16,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let common = tmp.path().join("common");
+        let client_port = free_port();
+        std::fs::create_dir_all(data.join("args")).unwrap();
+        std::fs::write(
+            data.join("args/datastore"),
+            format!(
+                "--listen-client-urls=https://127.0.0.1:{client_port}\n--listen-peer-urls=https://127.0.0.1:{}\n--storage-dir=${{SNAP_DATA}}/var/lib/datastore\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        Cluster {
+            _tmp: tmp,
+            data,
+            common,
+            client_port,
+        }
+    }
+
+    fn mk8s(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mk8s"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--common-dir")
+            .arg(&self.common)
+            .env_remove("MK8S_SNAP_DATA")
+            .env_remove("MK8S_SNAP_COMMON")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.mk8s(args);
+        assert!(out.status.success(), "mk8s {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `mk8s --data-dir … kubectl <args>`: the roots must come first, as kubectl takes the rest.
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mk8s"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--common-dir")
+            .arg(&self.common)
+            .arg("kubectl")
+            .args(args)
+            .env("HOME", self.common.as_os_str())
+            .output()
+            .unwrap()
+    }
+
+    fn pid(&self, name: &str) -> Option<u32> {
+        std::fs::read_to_string(self.common.join(format!("run/{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> Output {
+        etcdctl_cmd(
+            &format!("https://127.0.0.1:{}", self.client_port),
+            &self.data.join("certs"),
+            Some("apiserver-etcd-client"),
+            args,
+        )
+        .output()
+        .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.mk8s(&["stop"]);
+        for name in ["supervisor", "datastore"] {
+            if let Some(pid) = self.pid(name) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn start_restart_after_kill_stop_and_resume() {
+    let c = Cluster::new();
+    let out = c.ok(&["start"]);
+    assert!(
+        out.contains("Started datastore") && out.ends_with("mk8s is running\n"),
+        "{out}"
+    );
+    assert!(c.ok(&["start"]).contains("already running"));
+    let status = c.ok(&["status", "--wait-ready", "--timeout", "30"]);
+    assert!(
+        status.starts_with("mk8s is running\nhigh-availability: no\n"),
+        "{status}"
+    );
+    assert!(c.etcdctl(&["put", "survives", "stop"]).status.success());
+
+    // kill -9 of the component: the supervisor brings it back and status recovers.
+    let first = c.pid("datastore").unwrap();
+    Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    wait_until("a new datastore", || {
+        c.pid("datastore").is_some_and(|p| p != first)
+    });
+    let yaml = c.ok(&[
+        "status",
+        "--wait-ready",
+        "--timeout",
+        "30",
+        "--format",
+        "yaml",
+    ]);
+    assert!(
+        yaml.contains("restarts: 1") && yaml.contains("state: running"),
+        "{yaml}"
+    );
+
+    let supervisor = c.pid("supervisor").unwrap();
+    let second = c.pid("datastore").unwrap();
+    assert_eq!(c.ok(&["stop"]), "Stopped.\n");
+    assert!(
+        !alive(supervisor) && !alive(second),
+        "stop must leave nothing running"
+    );
+    let out = c.mk8s(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "mk8s is not running\n"
+    );
+    assert_eq!(c.ok(&["stop"]), "mk8s is not running\n");
+
+    c.ok(&["start"]);
+    let got = c.etcdctl(&["get", "survives", "--print-value-only"]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "stop\n",
+        "data is kept across stop/start"
+    );
+}
+
+#[test]
+fn a_killed_supervisor_leaves_nothing_running_twice() {
+    let c = Cluster::new();
+    c.ok(&["start"]);
+    let supervisor = c.pid("supervisor").unwrap();
+    let datastore = c.pid("datastore").unwrap();
+    Command::new("kill")
+        .args(["-9", &supervisor.to_string()])
+        .status()
+        .unwrap();
+    // Its children get SIGTERM when it dies.
+    wait_until("the orphaned datastore to exit", || !alive(datastore));
+    c.ok(&["start"]);
+    let again = c.pid("datastore").unwrap();
+    assert_ne!(again, datastore);
+    assert!(c.etcdctl(&["put", "k", "v"]).status.success());
+}
+
+#[test]
+fn bad_args_and_taken_ports_are_clear_errors() {
+    let c = Cluster::new();
+    std::fs::write(
+        c.data.join("args/datastore"),
+        "--listen-client-urls=https://127.0.0.1:1\nnot-a-flag\n",
+    )
+    .unwrap();
+    let out = c.mk8s(&["start"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("args/datastore:2: expected '--flag=value', found 'not-a-flag'"),
+        "{err}"
+    );
+    assert!(c.pid("supervisor").is_none(), "nothing may start");
+
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    std::fs::write(
+        c.data.join("args/datastore"),
+        format!("--listen-client-urls=https://127.0.0.1:{port}\n--listen-peer-urls=https://127.0.0.1:{}\n", free_port()),
+    )
+    .unwrap();
+    let out = c.mk8s(&["start"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains(&format!("port {port} is already in use by"))
+            && err.contains(&format!("(pid {})", std::process::id())),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_of_a_missing_data_dir_says_not_running() {
+    let c = Cluster::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_mk8s"))
+        .args([
+            "status",
+            "--data-dir",
+            "/nonexistent/mk8s",
+            "--common-dir",
+            "/nonexistent/mk8s-common",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "mk8s is not running\n"
+    );
+    drop(c);
+}
+
+#[test]
+fn kubectl_passes_arguments_and_exit_code_through() {
+    let c = Cluster::new();
+    c.ok(&["bootstrap"]);
+    let out = c.kubectl(&["config", "current-context"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "mk8s\n");
+    let bad = c.kubectl(&["config", "use-context", "nope"]);
+    assert_eq!(bad.status.code(), Some(1), "kubectl's own exit code");
+}
