@@ -19,6 +19,7 @@ pub struct Args {
 }
 
 pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
+    let _serialised = supervisor::cli_lock(paths)?;
     if let Some(pid) = supervisor::running(paths) {
         println!("mk8s is already running (supervisor pid {pid})");
         return Ok(ExitCode::SUCCESS);

@@ -14,6 +14,7 @@ use crate::supervisor;
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
+    let _serialised = supervisor::cli_lock(paths)?;
     if supervisor::running(paths).is_none() {
         let orphans = supervisor::kill_orphans(paths);
         for (name, pid) in &orphans {

@@ -104,12 +104,13 @@ impl PbLeaseService for LeaseService {
                 let ttl = {
                     let mut leases = store.leases.lock();
                     match leases.get_mut(&msg.id) {
-                        Some(l) => {
+                        // Past its expiry it is as good as revoked (the expiry task is on it).
+                        Some(l) if l.expiry > Instant::now() => {
                             l.expiry = Instant::now() + Duration::from_secs(l.ttl as u64);
                             l.ttl
                         }
                         // etcd answers an unknown lease with TTL 0.
-                        None => 0,
+                        _ => 0,
                     }
                 };
                 let resp = PbLeaseKeepAliveResponse {

@@ -32,6 +32,8 @@ use store::{MAX_REQUEST_BYTES, Store};
 pub const DEFAULT_CLIENT_PORT: u16 = 12379;
 /// MicroK8s's datastore peer/admin port.
 pub const DEFAULT_PEER_PORT: u16 = 19001;
+/// How long open streams get after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// etcd's allowance for gRPC framing above `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
@@ -222,7 +224,10 @@ fn parse_urls(v: &str) -> Result<Vec<SocketAddr>, String> {
 /// etcd's periodic retention: a duration (`5m`, `1h`, `300s`) or a bare number of hours.
 fn parse_retention(v: &str) -> Result<Duration, String> {
     if let Ok(hours) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(hours * 3600));
+        return hours
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("'{v}' hours is too long"));
     }
     parse_duration(v)
 }
@@ -409,6 +414,11 @@ pub async fn run(config: Config) -> Result<(), DatastoreError> {
         },
     };
     let _ = stop_tx.send(());
-    while servers.join_next().await.is_some() {}
+    // Open watch streams never end by themselves: give in-flight requests a moment, then
+    // go. Every acknowledged write is already durable.
+    let drain = async { while servers.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::info!("closing remaining streams");
+    }
     outcome
 }

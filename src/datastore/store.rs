@@ -383,7 +383,9 @@ impl Store {
         Ok(resp)
     }
 
-    /// Events for `[key, range_end)` with revisions in `from..=to`, from history.
+    /// Events for `[key, range_end)` with revisions in `from..=to`, from history. The index
+    /// lock is held only to check compaction and for each prev_kv lookup, so a long replay
+    /// does not hold up writes.
     pub fn history(
         &self,
         key: &[u8],
@@ -393,11 +395,13 @@ impl Store {
         prev_kv: bool,
     ) -> Result<Vec<PbEvent>, EtcdError> {
         let db = self.db.read();
-        let idx = self.index.read();
-        if from < idx.compacted {
-            return Err(EtcdError::Compacted);
-        }
-        let rtxn = db.begin_read()?;
+        let rtxn = {
+            let idx = self.index.read();
+            if from < idx.compacted {
+                return Err(EtcdError::Compacted);
+            }
+            db.begin_read()?
+        };
         let table = rtxn.open_table(REVS)?;
         let mut out = Vec::new();
         if from > to {
@@ -410,15 +414,14 @@ impl Store {
                 continue;
             }
             let prev = if prev_kv {
-                idx.keys
-                    .get(&kv.key)
-                    .and_then(|ki| {
-                        let pos = ki.revs.iter().position(|e| e.main == kv.mod_revision)?;
-                        pos.checked_sub(1).map(|p| ki.revs[p])
-                    })
+                let entry = self.index.read().keys.get(&kv.key).and_then(|ki| {
+                    let pos = ki.revs.iter().position(|e| e.main == kv.mod_revision)?;
+                    pos.checked_sub(1).map(|p| ki.revs[p])
+                });
+                // The snapshot still holds a record compaction has since dropped.
+                entry
                     .filter(|e| !e.tombstone)
-                    .map(|e| load_kv(&table, &e))
-                    .transpose()?
+                    .and_then(|e| load_kv(&table, &e).ok())
             } else {
                 None
             };
@@ -643,34 +646,32 @@ fn range_response(
 }
 
 /// Checks a txn's limits and that no key is written twice in one branch (etcd's rules).
+/// Each op is visited once, however deep the nesting.
 pub fn check_txn(t: &PbTxnRequest) -> Result<(), EtcdError> {
+    check_limits(t)?;
+    for branch in [&t.success, &t.failure] {
+        branch_writes(branch)?;
+    }
+    Ok(())
+}
+
+fn check_limits(t: &PbTxnRequest) -> Result<(), EtcdError> {
     if t.compare.len() > MAX_TXN_OPS
         || t.success.len() > MAX_TXN_OPS
         || t.failure.len() > MAX_TXN_OPS
     {
         return Err(EtcdError::TooManyOps);
     }
-    for branch in [&t.success, &t.failure] {
-        let mut puts = BTreeSet::new();
-        let mut dels = Vec::new();
-        collect_writes(branch, &mut puts, &mut dels)?;
-        for p in &puts {
-            if dels
-                .iter()
-                .any(|(k, e): &(Vec<u8>, Vec<u8>)| key_in_range(p, k, e))
-            {
-                return Err(EtcdError::DuplicateKey);
-            }
-        }
-    }
     Ok(())
 }
 
-fn collect_writes(
-    ops: &[etcd_client::proto::PbTxnRequestOp],
-    puts: &mut BTreeSet<Vec<u8>>,
-    dels: &mut Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<(), EtcdError> {
+type Writes = (BTreeSet<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// The keys a branch puts and the ranges it deletes, nested txns included; fails on a key
+/// written twice or put inside a range the same branch deletes.
+fn branch_writes(ops: &[etcd_client::proto::PbTxnRequestOp]) -> Result<Writes, EtcdError> {
+    let mut puts = BTreeSet::new();
+    let mut dels = Vec::new();
     for op in ops {
         match &op.request {
             Some(PbTxnOpRequest::RequestPut(p)) => {
@@ -688,17 +689,14 @@ fn collect_writes(
                 dels.push((d.key.clone(), d.range_end.clone()));
             }
             Some(PbTxnOpRequest::RequestTxn(inner)) => {
-                check_txn(inner)?;
+                check_limits(inner)?;
                 // Writes of either nested branch must not clash with this branch's.
                 for branch in [&inner.success, &inner.failure] {
-                    let mut p2 = BTreeSet::new();
-                    let mut d2 = Vec::new();
-                    collect_writes(branch, &mut p2, &mut d2)?;
+                    let (p2, d2) = branch_writes(branch)?;
                     for k in p2 {
-                        if puts.contains(&k) {
+                        if !puts.insert(k) {
                             return Err(EtcdError::DuplicateKey);
                         }
-                        puts.insert(k);
                     }
                     dels.extend(d2);
                 }
@@ -706,11 +704,15 @@ fn collect_writes(
             Some(PbTxnOpRequest::RequestRange(r)) if r.key.is_empty() => {
                 return Err(EtcdError::EmptyKey);
             }
-            Some(PbTxnOpRequest::RequestRange(_)) => {}
-            None => {}
+            Some(PbTxnOpRequest::RequestRange(_)) | None => {}
         }
     }
-    Ok(())
+    for p in &puts {
+        if dels.iter().any(|(k, e)| key_in_range(p, k, e)) {
+            return Err(EtcdError::DuplicateKey);
+        }
+    }
+    Ok((puts, dels))
 }
 
 /// Applies requests inside one redb write transaction at revision `main`.
@@ -775,6 +777,11 @@ impl Applier<'_, '_> {
 
     fn put(&mut self, p: &PbPutRequest) -> Result<PbPutResponse, EtcdError> {
         self.check_put(p)?;
+        self.write_put(p)
+    }
+
+    /// A put already checked (alone, or as part of a planned txn).
+    fn write_put(&mut self, p: &PbPutRequest) -> Result<PbPutResponse, EtcdError> {
         let prev = self.live(&p.key);
         let prev_kv = match &prev {
             Some(e) => Some(self.load(e)?),
@@ -922,7 +929,10 @@ impl Applier<'_, '_> {
         Ok(true)
     }
 
-    fn txn(&mut self, t: &PbTxnRequest) -> Result<PbTxnResponse, EtcdError> {
+    /// Evaluates every compare on the path the txn will take (nested ones included, against
+    /// the state before the txn, as etcd does) and checks every op on it, so that applying can
+    /// no longer fail half-way: a failed txn writes nothing.
+    fn plan_txn(&self, t: &PbTxnRequest, path: &mut Vec<bool>) -> Result<(), EtcdError> {
         let mut ok = true;
         for c in &t.compare {
             if !self.compare(c)? {
@@ -930,13 +940,47 @@ impl Applier<'_, '_> {
                 break;
             }
         }
-        let ops = if ok { &t.success } else { &t.failure };
-        // Validate every write of the chosen branch before any of them is applied.
-        for op in ops {
-            if let Some(PbTxnOpRequest::RequestPut(p)) = &op.request {
-                self.check_put(p)?;
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            match &op.request {
+                Some(PbTxnOpRequest::RequestPut(p)) => self.check_put(p)?,
+                Some(PbTxnOpRequest::RequestRange(r)) => {
+                    if r.key.is_empty() {
+                        return Err(EtcdError::EmptyKey);
+                    }
+                    if r.revision > 0 && r.revision < self.idx.compacted {
+                        return Err(EtcdError::Compacted);
+                    }
+                    if r.revision >= self.main {
+                        return Err(EtcdError::FutureRev);
+                    }
+                }
+                Some(PbTxnOpRequest::RequestDeleteRange(d)) if d.key.is_empty() => {
+                    return Err(EtcdError::EmptyKey);
+                }
+                Some(PbTxnOpRequest::RequestTxn(inner)) => self.plan_txn(inner, path)?,
+                _ => {}
             }
         }
+        Ok(())
+    }
+
+    fn txn(&mut self, t: &PbTxnRequest) -> Result<PbTxnResponse, EtcdError> {
+        let mut path = Vec::new();
+        self.plan_txn(t, &mut path)?;
+        self.apply_txn(t, &mut path.into_iter())
+    }
+
+    /// Applies a planned txn, taking each branch decision from `path`.
+    fn apply_txn(
+        &mut self,
+        t: &PbTxnRequest,
+        path: &mut std::vec::IntoIter<bool>,
+    ) -> Result<PbTxnResponse, EtcdError> {
+        let ok = path
+            .next()
+            .ok_or_else(|| EtcdError::Storage("txn plan out of step".into()))?;
+        let ops = if ok { &t.success } else { &t.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -946,9 +990,6 @@ impl Applier<'_, '_> {
                     } else {
                         self.read_rev()
                     };
-                    if r.revision > 0 && r.revision < self.idx.compacted {
-                        return Err(EtcdError::Compacted);
-                    }
                     let entries: Vec<(Vec<u8>, RevEntry)> = self
                         .idx
                         .range_at(&r.key, &r.range_end, rev)
@@ -956,24 +997,18 @@ impl Applier<'_, '_> {
                         .map(|(k, e)| (k.clone(), e))
                         .collect();
                     let revs = &*self.revs;
-                    let mut resp = range_response(r, entries, |e| load_kv(revs, e))?;
-                    resp.header = Some(PbResponseHeader::default());
-                    PbTxnOpResponse::ResponseRange(resp)
+                    PbTxnOpResponse::ResponseRange(range_response(r, entries, |e| {
+                        load_kv(revs, e)
+                    })?)
                 }
                 Some(PbTxnOpRequest::RequestPut(p)) => {
-                    let mut resp = self.put(p)?;
-                    resp.header = Some(PbResponseHeader::default());
-                    PbTxnOpResponse::ResponsePut(resp)
+                    PbTxnOpResponse::ResponsePut(self.write_put(p)?)
                 }
                 Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
-                    let mut resp = self.delete(d)?;
-                    resp.header = Some(PbResponseHeader::default());
-                    PbTxnOpResponse::ResponseDeleteRange(resp)
+                    PbTxnOpResponse::ResponseDeleteRange(self.delete(d)?)
                 }
                 Some(PbTxnOpRequest::RequestTxn(inner)) => {
-                    let mut resp = self.txn(inner)?;
-                    resp.header = Some(PbResponseHeader::default());
-                    PbTxnOpResponse::ResponseTxn(resp)
+                    PbTxnOpResponse::ResponseTxn(self.apply_txn(inner, path)?)
                 }
                 None => continue,
             };
@@ -1094,6 +1129,8 @@ fn commit_batch(
     batch: &[WriteReq],
     mut current: i64,
 ) -> Result<BatchOutcome, EtcdError> {
+    // Compaction may only reach revisions readers can already see, never this batch's own.
+    let batch_start = current;
     let db = store.db.read();
     let mut w = db.begin_write()?;
     w.set_durability(Durability::Immediate)?;
@@ -1115,7 +1152,7 @@ fn commit_batch(
                 sub: 0,
                 events: Vec::new(),
             };
-            let outcome = apply_op(&mut ap, &req.op, current);
+            let outcome = apply_op(&mut ap, &req.op, batch_start);
             let wrote = ap.wrote();
             let events = std::mem::take(&mut ap.events);
             match outcome {
@@ -1154,7 +1191,7 @@ fn commit_batch(
 fn apply_op(
     ap: &mut Applier<'_, '_>,
     op: &WriteOp,
-    current: i64,
+    committed: i64,
 ) -> Result<WriteResult, EtcdError> {
     match op {
         WriteOp::Put(p) => ap.put(p).map(WriteResult::Put),
@@ -1164,7 +1201,7 @@ fn apply_op(
             ap.txn(t).map(WriteResult::Txn)
         }
         WriteOp::Compact(rev) => {
-            if *rev > current {
+            if *rev > committed {
                 return Err(EtcdError::FutureRev);
             }
             if *rev <= ap.idx.compacted {
@@ -1269,6 +1306,40 @@ mod tests {
         Ok(r.kvs
             .first()
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+    }
+
+    #[tokio::test]
+    async fn a_txn_failing_on_a_later_op_writes_nothing() {
+        use etcd_client::proto::PbTxnRequestOp;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let op = |r| PbTxnRequestOp { request: Some(r) };
+        let txn = PbTxnRequest {
+            success: vec![
+                op(PbTxnOpRequest::RequestPut(PbPutRequest {
+                    key: "first".into(),
+                    value: "1".into(),
+                    ..Default::default()
+                })),
+                op(PbTxnOpRequest::RequestTxn(PbTxnRequest {
+                    success: vec![op(PbTxnOpRequest::RequestPut(PbPutRequest {
+                        key: "second".into(),
+                        lease: 424242,
+                        ..Default::default()
+                    }))],
+                    ..Default::default()
+                })),
+            ],
+            ..Default::default()
+        };
+        let err = store.write(WriteOp::Txn(txn)).await.unwrap_err();
+        assert_eq!(err, EtcdError::LeaseNotFound);
+        assert_eq!(store.revision(), 1, "no revision was used");
+        assert_eq!(
+            get(&store, "first", 0).unwrap(),
+            None,
+            "no partial write is visible"
+        );
     }
 
     #[tokio::test]

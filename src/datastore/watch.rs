@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::proto::{
@@ -88,7 +89,8 @@ async fn serve_stream(
     mut inbound: Streaming<PbWatchRequest>,
     tx: Out,
 ) {
-    let mut watchers: HashMap<i64, JoinHandle<()>> = HashMap::new();
+    // Each watch and the revision up to which it has sent every event.
+    let mut watchers: HashMap<i64, (JoinHandle<()>, Arc<AtomicI64>)> = HashMap::new();
     let mut next_id: i64 = 0;
     while let Some(msg) = inbound.next().await {
         let req = match msg {
@@ -98,7 +100,7 @@ async fn serve_stream(
                 break;
             }
         };
-        watchers.retain(|_, h| !h.is_finished());
+        watchers.retain(|_, (h, _)| !h.is_finished());
         match req.request_union {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 let id = if c.watch_id != 0 {
@@ -144,17 +146,19 @@ async fn serve_stream(
                 if tx.send(Ok(created)).await.is_err() {
                     break;
                 }
+                let delivered = Arc::new(AtomicI64::new(0));
                 let handle = tokio::spawn(run_watch(
                     store.clone(),
                     spec,
                     sub,
                     tx.clone(),
                     progress_interval,
+                    delivered.clone(),
                 ));
-                watchers.insert(id, handle);
+                watchers.insert(id, (handle, delivered));
             }
             Some(PbWatchRequestUnion::CancelRequest(c)) => {
-                if let Some(h) = watchers.remove(&c.watch_id) {
+                if let Some((h, _)) = watchers.remove(&c.watch_id) {
                     h.abort();
                     let resp = PbWatchResponse {
                         header: Some(store.header()),
@@ -168,8 +172,14 @@ async fn serve_stream(
                 }
             }
             Some(PbWatchRequestUnion::ProgressRequest(_)) => {
+                // Only a revision every watch has delivered up to: a client may take it as
+                // "my view is current as of this revision".
+                let rev = watchers
+                    .values()
+                    .map(|(_, d)| d.load(Ordering::Acquire))
+                    .fold(store.revision(), i64::min);
                 let resp = PbWatchResponse {
-                    header: Some(store.header()),
+                    header: Some(store.header_at(rev)),
                     watch_id: STREAM_WATCH_ID,
                     ..Default::default()
                 };
@@ -180,7 +190,7 @@ async fn serve_stream(
             None => {}
         }
     }
-    for (_, h) in watchers {
+    for (h, _) in watchers.into_values() {
         h.abort();
     }
 }
@@ -255,6 +265,7 @@ async fn run_watch(
     mut sub: broadcast::Receiver<super::store::EventBatch>,
     tx: Out,
     progress_interval: Duration,
+    delivered: Arc<AtomicI64>,
 ) {
     let current = store.revision();
     let mut next = if spec.start_revision > 0 {
@@ -262,12 +273,18 @@ async fn run_watch(
     } else {
         current + 1
     };
+    delivered.store(next - 1, Ordering::Release);
     if replay(&store, &spec, next, current, &tx).await.is_err() {
         return;
     }
     next = next.max(current + 1);
-    let mut progress = tokio::time::interval(progress_interval);
-    progress.tick().await;
+    delivered.store(next - 1, Ordering::Release);
+    let mut progress = spec
+        .progress_notify
+        .then(|| tokio::time::interval(progress_interval));
+    if let Some(p) = progress.as_mut() {
+        p.tick().await;
+    }
     let mut sent_since_tick = false;
     loop {
         tokio::select! {
@@ -288,6 +305,7 @@ async fn run_watch(
                             return;
                         }
                     }
+                    delivered.store(next - 1, Ordering::Release);
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the fan-out: read what was missed from the store.
@@ -296,14 +314,23 @@ async fn run_watch(
                         return;
                     }
                     next = next.max(upto + 1);
+                    delivered.store(next - 1, Ordering::Release);
                     sent_since_tick = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = progress.tick(), if spec.progress_notify => {
+            _ = async {
+                match progress.as_mut() {
+                    Some(p) => {
+                        p.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
                 if !sent_since_tick {
+                    // Every event up to next - 1 has been sent: that is the progress to report.
                     let resp = PbWatchResponse {
-                        header: Some(store.header()),
+                        header: Some(store.header_at((next - 1).min(store.revision()))),
                         watch_id: spec.id,
                         ..Default::default()
                     };

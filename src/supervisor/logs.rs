@@ -44,10 +44,10 @@ impl RotatingLog {
     }
 }
 
-/// Copies `stream` line by line into the log until it closes.
+/// Copies `stream` line by line into the log (or drops it, without one) until it closes.
 pub async fn pump(
     stream: impl AsyncRead + Unpin,
-    log: std::sync::Arc<parking_lot::Mutex<RotatingLog>>,
+    log: Option<std::sync::Arc<parking_lot::Mutex<RotatingLog>>>,
 ) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -56,6 +56,7 @@ pub async fn pump(
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {
+                let Some(log) = &log else { continue };
                 if let Err(e) = log.lock().write_line(&line) {
                     tracing::warn!(error = %e, "cannot write a component log");
                 }

@@ -25,6 +25,8 @@ use crate::common::paths::Paths;
 use status::{ComponentStatus, State, Status};
 
 const LOCK_FILE: &str = "supervisor.lock";
+/// Serialises `start` and `stop`, so two of them never interleave their checks and kills.
+const CLI_LOCK_FILE: &str = "cli.lock";
 const PID_FILE: &str = "supervisor.pid";
 pub const STATUS_FILE: &str = "status.json";
 
@@ -97,7 +99,26 @@ pub fn preflight(paths: &Paths) -> Result<(), String> {
     Ok(())
 }
 
-/// The running supervisor's pid, if one holds the lock.
+/// Held by `start` and `stop` for their whole run.
+pub fn cli_lock(paths: &Paths) -> Result<Flock<File>, SupervisorError> {
+    let dir = paths.run_dir();
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let p = dir.join(CLI_LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io("open", &p))?;
+    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| SupervisorError::Io {
+        action: "lock",
+        path: p,
+        cause: e.into(),
+    })
+}
+
+/// The running supervisor's pid, if one holds the lock (0 if its pid file does not name a
+/// live `mk8s supervise` of these roots yet, so nobody signals a stranger).
 pub fn running(paths: &Paths) -> Option<u32> {
     let lock = OpenOptions::new()
         .read(true)
@@ -106,10 +127,13 @@ pub fn running(paths: &Paths) -> Option<u32> {
     match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
         // We got it: nobody holds it; dropping releases it.
         Ok(_) => None,
-        Err(_) => std::fs::read_to_string(paths.run_dir().join(PID_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .or(Some(0)),
+        Err(_) => Some(
+            std::fs::read_to_string(paths.run_dir().join(PID_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .filter(|pid| is_ours(*pid, paths, b"supervise"))
+                .unwrap_or(0),
+        ),
     }
 }
 
@@ -125,11 +149,15 @@ fn component_pid_file(paths: &Paths, name: &str) -> PathBuf {
     paths.run_dir().join(format!("{name}.pid"))
 }
 
-/// Whether `pid` is a live `mk8s daemon` (so a stale pid file never makes us kill a stranger).
-fn is_mk8s_daemon(pid: u32) -> bool {
+/// Whether `pid` is a live `mk8s <command> … --common-dir <ours>`, so that a stale pid file
+/// never makes us signal a stranger or another instance's process.
+fn is_ours(pid: u32, paths: &Paths, command: &[u8]) -> bool {
+    let common = paths.snap_common.as_os_str().as_encoded_bytes();
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
         let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-        args.iter().any(|a| *a == b"daemon") && args.first().is_some_and(|a| a.ends_with(b"mk8s"))
+        args.first().is_some_and(|a| a.ends_with(b"mk8s"))
+            && args.contains(&command)
+            && args.contains(&common)
     })
 }
 
@@ -141,12 +169,12 @@ pub fn kill_orphans(paths: &Paths) -> Vec<(String, u32)> {
         if let Some(pid) = std::fs::read_to_string(&pf)
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
-            && is_mk8s_daemon(pid)
+            && is_ours(pid, paths, b"daemon")
         {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             // Wait for it to be gone, so its ports are free for the next start.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while is_mk8s_daemon(pid) && Instant::now() < deadline {
+            while is_ours(pid, paths, b"daemon") && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             killed.push((c.name.to_string(), pid));
@@ -154,6 +182,22 @@ pub fn kill_orphans(paths: &Paths) -> Vec<(String, u32)> {
         let _ = std::fs::remove_file(&pf);
     }
     killed
+}
+
+/// Takes the supervisor lock, retrying for a second: `running()` probes by holding it for an
+/// instant, which must not make a starting supervisor give up.
+fn take_lock(mut file: File) -> Option<Flock<File>> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Some(l),
+            Err((f, _)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Runs the supervisor in the foreground until SIGTERM or SIGINT.
@@ -169,10 +213,8 @@ pub fn run(paths: &Paths) -> Result<(), SupervisorError> {
         .write(true)
         .open(&lock_path)
         .map_err(io("open", &lock_path))?;
-    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => l,
-        Err(_) => return Err(SupervisorError::AlreadyRunning(running(paths).unwrap_or(0))),
-    };
+    let _lock = take_lock(lock_file)
+        .ok_or_else(|| SupervisorError::AlreadyRunning(running(paths).unwrap_or(0)))?;
     let pid_path = run_dir.join(PID_FILE);
     crate::common::fsutil::write_atomic(
         &pid_path,
@@ -331,17 +373,19 @@ async fn keep_running(
                     );
                 }
                 shared.update(name, |c| c.pid = pid);
-                match logs::RotatingLog::open(&log_path(&paths, name)) {
-                    Ok(log) => {
-                        let log = Arc::new(Mutex::new(log));
-                        if let Some(out) = child.stdout.take() {
-                            tokio::spawn(logs::pump(out, log.clone()));
-                        }
-                        if let Some(err) = child.stderr.take() {
-                            tokio::spawn(logs::pump(err, log));
-                        }
+                // Without a log the pipes are still drained, or the child would block.
+                let log = match logs::RotatingLog::open(&log_path(&paths, name)) {
+                    Ok(log) => Some(Arc::new(Mutex::new(log))),
+                    Err(e) => {
+                        tracing::warn!(component = name, error = %e, "cannot open log");
+                        None
                     }
-                    Err(e) => tracing::warn!(component = name, error = %e, "cannot open log"),
+                };
+                if let Some(out) = child.stdout.take() {
+                    tokio::spawn(logs::pump(out, log.clone()));
+                }
+                if let Some(err) = child.stderr.take() {
+                    tokio::spawn(logs::pump(err, log));
                 }
                 let mut is_ready = false;
                 let result = loop {

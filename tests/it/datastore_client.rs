@@ -195,3 +195,26 @@ fn acknowledged_puts_survive_kill_9() {
         acked.len()
     );
 }
+
+#[test]
+fn deeply_nested_txns_are_checked_in_linear_time() {
+    let rt = runtime();
+    let s = Server::start(Kind::Mk8s);
+    rt.block_on(async {
+        let mut c = s.client().await;
+        let mut txn =
+            etcd_client::Txn::new().and_then([etcd_client::TxnOp::put("deep", "v", None)]);
+        for _ in 0..40 {
+            txn = etcd_client::Txn::new().and_then([etcd_client::TxnOp::txn(txn)]);
+        }
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), c.txn(txn))
+            .await
+            .expect("a 40-deep txn must not hang the server")
+            .unwrap();
+        assert!(r.succeeded());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let got = c.get("deep", None).await.unwrap();
+        assert_eq!(got.kvs()[0].value_str().unwrap(), "v");
+    });
+}
