@@ -7,6 +7,7 @@ mod daemon;
 mod dbctl;
 mod kubectl;
 mod refresh_certs;
+mod reset;
 mod start;
 mod status;
 mod stop;
@@ -51,6 +52,8 @@ enum Command {
     Status(status::Args),
     /// Run kubectl against this cluster
     Kubectl(kubectl::Args),
+    /// Back to a fresh cluster: remove every object (asks first unless --yes)
+    Reset(reset::Args),
     /// Create the CA, certificates, tokens and kubeconfigs that are missing (idempotent)
     Bootstrap,
     /// Print the admin kubeconfig, with the server set to this host's LAN address
@@ -63,6 +66,13 @@ enum Command {
     Daemon(daemon::Args),
     /// Run the supervisor in the foreground (what `start` runs in the background)
     Supervise,
+    /// Print a shell completion script
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `mk8s manpage | man -l -`
+    Manpage,
 }
 
 /// Parses the command line, runs the command, prints any error as one line.
@@ -85,6 +95,19 @@ pub fn main() -> ExitCode {
         Command::Stop => stop::run(&paths),
         Command::Status(a) => status::run(&paths, a),
         Command::Kubectl(a) => kubectl::run(&paths, a),
+        Command::Reset(a) => reset::run(&paths, a),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "mk8s", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
         Command::Supervise => crate::supervisor::run(&paths)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),

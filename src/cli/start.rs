@@ -11,11 +11,22 @@ use crate::bootstrap::{self, Host};
 use crate::common::paths::Paths;
 use crate::supervisor::{self, logs, status::State};
 
+/// Seconds `start` waits for every component to be ready.
+const DEFAULT_START_TIMEOUT: u64 = 120;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seconds to wait for every component to be ready
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = DEFAULT_START_TIMEOUT)]
     timeout: u64,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_START_TIMEOUT,
+        }
+    }
 }
 
 pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {

@@ -258,3 +258,50 @@ fn kubectl_passes_arguments_and_exit_code_through() {
     let bad = c.kubectl(&["config", "use-context", "nope"]);
     assert_eq!(bad.status.code(), Some(1), "kubectl's own exit code");
 }
+
+#[test]
+fn reset_removes_every_object_and_keeps_running() {
+    let c = Cluster::new();
+    c.ok(&["start"]);
+    assert!(c.etcdctl(&["put", "object", "1"]).status.success());
+    // No terminal and no --yes: refuse, change nothing.
+    let out = c.mk8s(&["reset"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to reset without --yes"), "{err}");
+    let got = c.etcdctl(&["get", "object", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "1\n");
+
+    let ca = std::fs::read(c.data.join("certs/ca.crt")).unwrap();
+    let out = c.ok(&["reset", "--yes"]);
+    assert!(
+        out.contains("Removed") && out.ends_with("mk8s is running\n"),
+        "{out}"
+    );
+    let got = c.etcdctl(&["get", "object"]);
+    assert!(got.status.success() && got.stdout.is_empty(), "{got:?}");
+    assert_eq!(
+        std::fs::read(c.data.join("certs/ca.crt")).unwrap(),
+        ca,
+        "certificates are kept"
+    );
+}
+
+#[test]
+fn completion_and_manpage_come_from_the_cli() {
+    let c = Cluster::new();
+    let bash = c.ok(&["completion", "bash"]);
+    assert!(
+        bash.contains("_mk8s()") && bash.contains("refresh-certs"),
+        "{bash}"
+    );
+    for shell in ["zsh", "fish"] {
+        assert!(c.ok(&["completion", shell]).contains("mk8s"));
+    }
+    let man = c.ok(&["manpage"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH mk8s"), "{man}");
+    assert!(
+        man.contains("refresh\\-certs") || man.contains("refresh-certs"),
+        "{man}"
+    );
+}
