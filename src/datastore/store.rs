@@ -48,7 +48,7 @@ pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 /// etcd's smallest lease TTL with default election settings (1.5 s, rounded up).
 pub const MIN_LEASE_TTL: i64 = 2;
 /// redb's page cache.
-const CACHE_BYTES: usize = 8 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Requests taken into one group commit at most.
 const MAX_BATCH: usize = 1024;
 /// Batches of events a slow watcher may fall behind before it re-reads history.
@@ -68,9 +68,11 @@ struct RevEntry {
     lease: i64,
 }
 
+/// A key's revisions, oldest first. Most keys have one after compaction, kept inline so a
+/// key costs no allocation beyond its name.
 #[derive(Debug, Default)]
 struct KeyIndex {
-    revs: Vec<RevEntry>,
+    revs: smallvec::SmallVec<[RevEntry; 1]>,
 }
 
 impl KeyIndex {
@@ -119,10 +121,13 @@ impl Index {
     fn push(&mut self, key: &[u8], e: RevEntry) {
         match self.keys.get_mut(key) {
             Some(ki) => ki.revs.push(e),
-            // Most keys have one live revision after compaction: no room for more up front
-            // (a default Vec would reserve four entries per key).
             None => {
-                self.keys.insert(key.to_vec(), KeyIndex { revs: vec![e] });
+                self.keys.insert(
+                    key.to_vec(),
+                    KeyIndex {
+                        revs: smallvec::smallvec![e],
+                    },
+                );
             }
         }
     }
