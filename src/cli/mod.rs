@@ -5,6 +5,7 @@ mod bootstrap;
 mod config;
 mod daemon;
 mod dbctl;
+mod inspect;
 mod kubectl;
 mod refresh_certs;
 mod reset;
@@ -52,6 +53,8 @@ enum Command {
     Status(status::Args),
     /// Run kubectl against this cluster
     Kubectl(kubectl::Args),
+    /// Collect logs, args, certificate expiries and problems into a tarball
+    Inspect(inspect::Args),
     /// Back to a fresh cluster: remove every object (asks first unless --yes)
     Reset(reset::Args),
     /// Create the CA, certificates, tokens and kubeconfigs that are missing (idempotent)
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(&paths, a),
         Command::Kubectl(a) => kubectl::run(&paths, a),
         Command::Reset(a) => reset::run(&paths, a),
+        Command::Inspect(a) => inspect::run(&paths, a),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "mk8s", &mut std::io::stdout());

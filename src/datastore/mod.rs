@@ -26,6 +26,7 @@ use etcd_client::proto::{
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::common::args::{ArgsError, Flag};
+pub use maintenance::ETCD_VERSION;
 use store::{MAX_REQUEST_BYTES, Store};
 
 /// MicroK8s's datastore client port.

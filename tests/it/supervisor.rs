@@ -305,3 +305,60 @@ fn completion_and_manpage_come_from_the_cli() {
         "{man}"
     );
 }
+
+fn tar_list(path: &std::path::Path) -> String {
+    let out = Command::new("tar").arg("-tzf").arg(path).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tar_read(path: &std::path::Path, member: &str) -> String {
+    let out = Command::new("tar")
+        .arg("-xzOf")
+        .arg(path)
+        .arg(member)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn inspect_collects_a_report_and_names_problems() {
+    let c = Cluster::new();
+    c.ok(&["start"]);
+    let report = c.data.join("report.tar.gz");
+    let out = c.ok(&["inspect", "--output", report.to_str().unwrap()]);
+    assert!(out.starts_with("No problems found.\n"), "{out}");
+    let list = tar_list(&report);
+    for member in [
+        "inspection-report/problems.txt",
+        "inspection-report/versions.txt",
+        "inspection-report/certificates.txt",
+        "inspection-report/supervisor/status.json",
+        "inspection-report/args/datastore",
+        "inspection-report/logs/datastore.log",
+        "inspection-report/logs/supervisor.log",
+    ] {
+        assert!(list.contains(member), "{member} missing from {list}");
+    }
+    let certs = tar_read(&report, "inspection-report/certificates.txt");
+    assert!(
+        certs.starts_with("The CA certificate will expire in 3649 days."),
+        "{certs}"
+    );
+
+    // Stopped, with the datastore's port taken: the report says so and who holds it.
+    c.ok(&["stop"]);
+    let holder = std::net::TcpListener::bind(("127.0.0.1", c.client_port)).unwrap();
+    let out = c.ok(&["inspect", "--output", report.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!("port {} is already in use by", c.client_port)),
+        "{out}"
+    );
+    let problems = tar_read(&report, "inspection-report/problems.txt");
+    assert!(
+        problems.contains(&format!("(pid {})", std::process::id())),
+        "{problems}"
+    );
+    drop(holder);
+}
