@@ -34,16 +34,8 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
     match a.action {
         Action::Backup { file } => {
             let file = file.unwrap_or_else(|| {
-                let now = time::OffsetDateTime::now_utc();
-                PathBuf::from(format!(
-                    "mk8s-datastore-{:04}{:02}{:02}-{:02}{:02}{:02}.db",
-                    now.year(),
-                    u8::from(now.month()),
-                    now.day(),
-                    now.hour(),
-                    now.minute(),
-                    now.second()
-                ))
+                let stamp = super::file_stamp(time::OffsetDateTime::now_utc());
+                PathBuf::from(format!("mk8s-datastore-{stamp}.db"))
             });
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -110,13 +110,8 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
     let now = time::OffsetDateTime::now_utc();
     let output = a.output.unwrap_or_else(|| {
         paths.data_file(format!(
-            "inspection-report-{:04}{:02}{:02}_{:02}{:02}{:02}.tar.gz",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
+            "inspection-report-{}.tar.gz",
+            super::file_stamp(now)
         ))
     });
     let found = problems(paths);

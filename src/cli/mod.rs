@@ -156,6 +156,19 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
+/// `YYYYmmdd-HHMMSS`, for file names a command makes.
+fn file_stamp(t: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
