@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 use time::OffsetDateTime;
 
-use crate::common::fsutil::read_optional;
+use crate::common::fsutil::{IoError, io_err, read_optional};
 use crate::common::paths::{CERTS_BACKUP_DIR, CERTS_DIR, CREDENTIALS_DIR, Paths};
 use crate::common::txn::{StateLock, Txn, TxnError};
 use credentials::{CredentialsError, KUBECONFIGS, LOCAL_SERVER};
@@ -52,12 +52,8 @@ pub enum BootstrapError {
     Txn(#[from] TxnError),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
-    #[error("cannot {action} {}: {cause}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        cause: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{} exists but {} is missing; restore it or remove both to create a new CA", present.display(), missing.display())]
     HalfCa { present: PathBuf, missing: PathBuf },
     #[error("{} is missing: run 'mk8s bootstrap' first", .0.display())]
@@ -167,17 +163,6 @@ struct Leaf {
     request: LeafRequest,
 }
 
-fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> BootstrapError + 'a {
-    move |cause| BootstrapError::Io {
-        action,
-        path: path.to_path_buf(),
-        cause,
-    }
-}
-
 /// File mode for a tracked file: secrets 0600, the rest 0644.
 fn mode_for(rel: &str) -> u32 {
     if rel.ends_with(".key") || rel.starts_with("credentials/") || rel.contains("/credentials/") {
@@ -202,7 +187,7 @@ fn read_tree(root: &Path, rel: &str, files: &mut Files) -> Result<(), BootstrapE
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("read", &dir)(e)),
+        Err(e) => return Err(io_err("read", &dir)(e).into()),
     };
     for entry in entries {
         let entry = entry.map_err(io_err("read", &dir))?;

@@ -3,7 +3,7 @@
 //! `${SNAP_DATA}` / `${SNAP_COMMON}` / `${SNAP}` expand. Flags given on the command line
 //! follow the file's and win.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A flag file or command line that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -14,11 +14,8 @@ pub enum ArgsError {
         line: usize,
         text: String,
     },
-    #[error("cannot read {}: {cause}", path.display())]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] super::fsutil::IoError),
     #[error("{origin}: unknown flag '--{flag}'")]
     Unknown { origin: String, flag: String },
     #[error("{origin}: invalid value '{value}' for --{flag}: {why}")]
@@ -96,10 +93,7 @@ pub fn load(path: &Path, cli: &[String], vars: &Vars) -> Result<Vec<Flag>, ArgsE
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(cause) => {
-            return Err(ArgsError::Read {
-                path: path.to_path_buf(),
-                cause,
-            });
+            return Err(super::fsutil::io_err("read", path)(cause).into());
         }
     }
     for (i, arg) in cli.iter().enumerate() {

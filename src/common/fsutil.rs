@@ -3,7 +3,26 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// An I/O failure with what was being done and to which file, shared by every module's
+/// error enum so the message reads the same everywhere: `cannot <action> <path>: <cause>`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {cause}", path.display())]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub cause: io::Error,
+}
+
+/// `map_err` adapter: `fs::read(&p).map_err(io_err("read", &p))?`.
+pub fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> IoError + 'a {
+    move |cause| IoError {
+        action,
+        path: path.to_path_buf(),
+        cause,
+    }
+}
 
 /// Flushes a directory's entries (renames, creations) to disk.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {

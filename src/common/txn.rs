@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::fault::crash_point;
-use super::fsutil::{ensure_dir, fsync_dir, write_new_synced};
+use super::fsutil::{IoError, ensure_dir, fsync_dir, io_err, write_new_synced};
 
 const STAGING: &str = ".mk8s-txn.staging";
 const COMMIT: &str = ".mk8s-txn.commit";
@@ -26,26 +26,14 @@ const MANIFEST: &str = "manifest";
 /// What can go wrong applying a transaction.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
-    #[error("cannot {action} {}: {cause}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        cause: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("cannot write {}: a directory is in the way", .0.display())]
     DirectoryInTheWay(PathBuf),
     #[error("transaction journal {} is corrupt: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
     #[error("invalid path in transaction: {0}")]
     BadPath(String),
-}
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TxnError + 'a {
-    move |cause| TxnError::Io {
-        action,
-        path: path.to_path_buf(),
-        cause,
-    }
 }
 
 /// Exclusive hold on a state root: taken before reading state, released after committing.
@@ -60,11 +48,8 @@ impl StateLock {
     pub fn acquire(root: &Path) -> Result<Self, TxnError> {
         // The directory itself is the lock: no lock file, so a read-only root still locks.
         let dir = File::open(root).map_err(io_err("open", root))?;
-        let lock = Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, e)| TxnError::Io {
-            action: "lock",
-            path: root.to_path_buf(),
-            cause: e.into(),
-        })?;
+        let lock = Flock::lock(dir, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io_err("lock", root)(e.into()))?;
         let held = Self {
             root: root.to_path_buf(),
             _lock: lock,
@@ -181,11 +166,8 @@ impl Txn {
             let is_dir = fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
             match op {
                 Op::Dir { .. } if target.exists() && !target.is_dir() => {
-                    return Err(TxnError::Io {
-                        action: "create directory",
-                        path: target,
-                        cause: io::Error::from(io::ErrorKind::AlreadyExists),
-                    });
+                    let cause = io::Error::from(io::ErrorKind::AlreadyExists);
+                    return Err(io_err("create directory", &target)(cause).into());
                 }
                 Op::Write { .. } | Op::Remove { .. } if is_dir => {
                     return Err(TxnError::DirectoryInTheWay(target));
@@ -251,7 +233,7 @@ fn apply(root: &Path, commit: &Path) -> Result<(), TxnError> {
         Ok(m) => m,
         // Only removal was left to do when the manifest is already gone.
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_err("read", &mp)(e)),
+        Err(e) => return Err(io_err("read", &mp)(e).into()),
     };
     let corrupt = |detail: &str| TxnError::Corrupt {
         path: mp.clone(),
@@ -298,7 +280,7 @@ fn apply(root: &Path, commit: &Path) -> Result<(), TxnError> {
                 match fs::remove_file(&p) {
                     Ok(()) => touched.push(p.parent().unwrap_or(root).to_path_buf()),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("remove", &p)(e)),
+                    Err(e) => return Err(io_err("remove", &p)(e).into()),
                 }
             }
             _ => return Err(corrupt(line)),
@@ -310,7 +292,7 @@ fn apply(root: &Path, commit: &Path) -> Result<(), TxnError> {
         fsync_dir(d).map_err(io_err("sync", d))?;
     }
     fs::remove_dir_all(commit).map_err(io_err("remove", commit))?;
-    fsync_dir(root).map_err(io_err("sync", root))
+    Ok(fsync_dir(root).map_err(io_err("sync", root))?)
 }
 
 #[cfg(test)]

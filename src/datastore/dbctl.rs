@@ -11,6 +11,8 @@ use std::time::Duration;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use redb::{Database, DatabaseError};
 
+use crate::common::fsutil::{IoError, io_err};
+
 use super::Config;
 
 /// Size of the checksum trailer.
@@ -31,24 +33,12 @@ pub enum DbctlError {
         endpoint: String,
         cause: etcd_client::Error,
     },
-    #[error("cannot {action} {}: {cause}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{} is not a datastore backup: {why}", .path.display())]
     NotABackup { path: PathBuf, why: String },
     #[error("the datastore is running (it holds {}): stop it before restoring", .0.display())]
     Running(PathBuf),
-}
-
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DbctlError + 'a {
-    move |cause| DbctlError::Io {
-        action,
-        path: path.to_path_buf(),
-        cause,
-    }
 }
 
 /// The admin endpoint a local client should dial.
@@ -66,7 +56,7 @@ pub async fn backup(config: &Config, certs: &Path, dest: &Path) -> Result<u64, D
     let endpoint = admin_endpoint(config);
     let read = |f: &str| {
         let p = certs.join(f);
-        std::fs::read(&p).map_err(io("read", &p))
+        std::fs::read(&p).map_err(io_err("read", &p))
     };
     let tls = TlsOptions::new()
         .ca_certificate(Certificate::from_pem(read("ca.crt")?))
@@ -93,25 +83,22 @@ pub async fn backup(config: &Config, certs: &Path, dest: &Path) -> Result<u64, D
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("create a file in", dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("create a file in", dir))?;
     let mut total = 0u64;
     while let Some(chunk) = stream.message().await.map_err(snap_err)? {
         tmp.write_all(chunk.blob())
-            .map_err(io("write", tmp.path()))?;
+            .map_err(io_err("write", tmp.path()))?;
         total += chunk.blob().len() as u64;
     }
-    tmp.as_file().sync_all().map_err(io("sync", dest))?;
-    tmp.persist(dest).map_err(|e| DbctlError::Io {
-        action: "write",
-        path: dest.to_path_buf(),
-        cause: e.error,
-    })?;
+    tmp.as_file().sync_all().map_err(io_err("sync", dest))?;
+    tmp.persist(dest)
+        .map_err(|e| io_err("write", dest)(e.error))?;
     Ok(total)
 }
 
 /// Checks a backup and returns the database bytes without the checksum.
 fn verified_db(backup: &Path) -> Result<Vec<u8>, DbctlError> {
-    let mut data = std::fs::read(backup).map_err(io("read", backup))?;
+    let mut data = std::fs::read(backup).map_err(io_err("read", backup))?;
     let not = |why: &str| DbctlError::NotABackup {
         path: backup.to_path_buf(),
         why: why.to_string(),
@@ -133,7 +120,7 @@ fn verified_db(backup: &Path) -> Result<Vec<u8>, DbctlError> {
 pub fn restore(config: &Config, backup: &Path) -> Result<PathBuf, DbctlError> {
     let db = verified_db(backup)?;
     let dir = &config.storage_dir;
-    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     let live = dir.join(DB_FILE);
     // Holding the live store open both proves no datastore runs and keeps one from starting.
     let _guard = match Database::open(&live) {
@@ -159,7 +146,7 @@ pub fn restore(config: &Config, backup: &Path) -> Result<PathBuf, DbctlError> {
                 Err(e)
             }
         })
-        .map_err(io("write", &staged))?;
+        .map_err(io_err("write", &staged))?;
     if let Err(cause) = Database::open(&staged) {
         let _ = std::fs::remove_file(&staged);
         return Err(DbctlError::NotABackup {
@@ -169,9 +156,9 @@ pub fn restore(config: &Config, backup: &Path) -> Result<PathBuf, DbctlError> {
     }
     if live.exists() {
         let previous = dir.join(format!("{DB_FILE}.pre-restore"));
-        std::fs::rename(&live, &previous).map_err(io("move aside", &live))?;
+        std::fs::rename(&live, &previous).map_err(io_err("move aside", &live))?;
     }
-    std::fs::rename(&staged, &live).map_err(io("replace", &live))?;
-    crate::common::fsutil::fsync_dir(dir).map_err(io("sync", dir))?;
+    std::fs::rename(&staged, &live).map_err(io_err("replace", &live))?;
+    crate::common::fsutil::fsync_dir(dir).map_err(io_err("sync", dir))?;
     Ok(live)
 }

@@ -43,11 +43,10 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub enum DatastoreError {
     #[error(transparent)]
     Args(#[from] ArgsError),
-    #[error("cannot read {}: {cause}", path.display())]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::common::fsutil::IoError),
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
     #[error("cannot open the store in {}: {cause}", dir.display())]
     Open {
         dir: PathBuf,
@@ -300,6 +299,13 @@ async fn bind(addr: SocketAddr) -> Result<Incoming, DatastoreError> {
     Ok(Box::pin(incoming))
 }
 
+/// A server that requires a client certificate from the cluster CA.
+fn tls_builder(tls: &ServerTlsConfig, addr: SocketAddr) -> Result<Server, DatastoreError> {
+    Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|cause| DatastoreError::Serve { addr, cause })
+}
+
 /// Serves `router` on `listener` until `stop` fires.
 async fn serve(
     router: tonic::transport::server::Router,
@@ -325,12 +331,7 @@ fn trim_heap() {
 
 /// Runs the datastore until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DatastoreError> {
-    let read = |p: &PathBuf| {
-        std::fs::read(p).map_err(|cause| DatastoreError::Read {
-            path: p.clone(),
-            cause,
-        })
-    };
+    let read = |p: &PathBuf| std::fs::read(p).map_err(crate::common::fsutil::io_err("read", p));
     let identity = Identity::from_pem(read(&config.cert_file)?, read(&config.key_file)?);
     let ca = Certificate::from_pem(read(&config.trusted_ca_file)?);
     let tls = ServerTlsConfig::new().identity(identity).client_ca_root(ca);
@@ -390,9 +391,7 @@ pub async fn run(config: Config) -> Result<(), DatastoreError> {
         ));
     }
     for addr in &config.listen_peer {
-        let router = Server::builder()
-            .tls_config(tls.clone())
-            .map_err(|cause| DatastoreError::Serve { addr: *addr, cause })?
+        let router = tls_builder(&tls, *addr)?
             .add_service(PbMaintenanceServer::new(maintenance()))
             .add_service(PbClusterServer::new(cluster()));
         servers.spawn(serve(
@@ -410,10 +409,7 @@ pub async fn run(config: Config) -> Result<(), DatastoreError> {
     );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|cause| DatastoreError::Read {
-            path: PathBuf::from("signal handler"),
-            cause,
-        })?;
+        .map_err(DatastoreError::Signals)?;
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),

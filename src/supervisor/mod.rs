@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::common::fsutil::{IoError, io_err};
 use crate::common::paths::Paths;
 use status::{ComponentStatus, State, Status};
 
@@ -54,35 +55,20 @@ pub const COMPONENTS: &[ComponentDef] = &[ComponentDef {
 pub enum SupervisorError {
     #[error("mk8s is already running (supervisor pid {0})")]
     AlreadyRunning(u32),
-    #[error("cannot {action} {}: {cause}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-}
-
-fn io<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> SupervisorError + 'a {
-    move |cause| SupervisorError::Io {
-        action,
-        path: path.to_path_buf(),
-        cause,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// Writes every missing `args/<component>` from its template; returns those written.
 pub fn install_args(paths: &Paths) -> Result<Vec<PathBuf>, SupervisorError> {
     let dir = paths.data_file("args");
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let mut written = Vec::new();
     for c in COMPONENTS {
         let p = dir.join(c.name);
         if !p.exists() {
             crate::common::fsutil::write_atomic(&p, c.args_template.as_bytes(), 0o644)
-                .map_err(io("write", &p))?;
+                .map_err(io_err("write", &p))?;
             written.push(p);
         }
     }
@@ -99,22 +85,23 @@ pub fn preflight(paths: &Paths) -> Result<(), String> {
     Ok(())
 }
 
-/// Held by `start` and `stop` for their whole run.
-pub fn cli_lock(paths: &Paths) -> Result<Flock<File>, SupervisorError> {
-    let dir = paths.run_dir();
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    let p = dir.join(CLI_LOCK_FILE);
-    let f = OpenOptions::new()
+/// Opens (creating) a file used only to hold a flock on.
+fn open_lock_file(path: &Path) -> Result<File, SupervisorError> {
+    Ok(OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&p)
-        .map_err(io("open", &p))?;
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| SupervisorError::Io {
-        action: "lock",
-        path: p,
-        cause: e.into(),
-    })
+        .open(path)
+        .map_err(io_err("open", path))?)
+}
+
+/// Held by `start` and `stop` for their whole run.
+pub fn cli_lock(paths: &Paths) -> Result<Flock<File>, SupervisorError> {
+    let dir = paths.run_dir();
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let p = dir.join(CLI_LOCK_FILE);
+    Flock::lock(open_lock_file(&p)?, FlockArg::LockExclusive)
+        .map_err(|(_, e)| io_err("lock", &p)(e.into()).into())
 }
 
 /// The running supervisor's pid, if one holds the lock (0 if its pid file does not name a
@@ -204,16 +191,10 @@ fn take_lock(mut file: File) -> Option<Flock<File>> {
 pub fn run(paths: &Paths) -> Result<(), SupervisorError> {
     let run_dir = paths.run_dir();
     let log_dir = paths.log_dir();
-    std::fs::create_dir_all(&run_dir).map_err(io("create", &run_dir))?;
-    std::fs::create_dir_all(&log_dir).map_err(io("create", &log_dir))?;
+    std::fs::create_dir_all(&run_dir).map_err(io_err("create", &run_dir))?;
+    std::fs::create_dir_all(&log_dir).map_err(io_err("create", &log_dir))?;
     let lock_path = run_dir.join(LOCK_FILE);
-    let lock_file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io("open", &lock_path))?;
-    let _lock = take_lock(lock_file)
+    let _lock = take_lock(open_lock_file(&lock_path)?)
         .ok_or_else(|| SupervisorError::AlreadyRunning(running(paths).unwrap_or(0)))?;
     let pid_path = run_dir.join(PID_FILE);
     crate::common::fsutil::write_atomic(
@@ -221,13 +202,13 @@ pub fn run(paths: &Paths) -> Result<(), SupervisorError> {
         std::process::id().to_string().as_bytes(),
         0o644,
     )
-    .map_err(io("write", &pid_path))?;
+    .map_err(io_err("write", &pid_path))?;
     kill_orphans(paths);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(io("start the runtime for", &run_dir))?;
+        .map_err(io_err("start the runtime for", &run_dir))?;
     let result = rt.block_on(supervise(paths.clone()));
     let _ = std::fs::remove_file(&pid_path);
     result
@@ -239,14 +220,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// Changes one component's entry and publishes the new status.
     fn update(&self, name: &str, f: impl FnOnce(&mut ComponentStatus)) {
-        let snapshot = {
-            let mut st = self.status.lock();
-            if let Some(c) = st.components.iter_mut().find(|c| c.name == name) {
-                f(c);
-            }
-            st.clone()
-        };
+        if let Some(c) = self
+            .status
+            .lock()
+            .components
+            .iter_mut()
+            .find(|c| c.name == name)
+        {
+            f(c);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let snapshot = self.status.lock().clone();
         if let Err(e) = status::write(&status_path(&self.paths), &snapshot) {
             tracing::warn!(error = %e, "cannot write the status file");
         }
@@ -271,10 +260,10 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
         }),
         paths: paths.clone(),
     });
-    shared.update("", |_| {});
+    shared.publish();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(io("handle signals in", &paths.snap_common))?;
+        .map_err(io_err("handle signals in", &paths.snap_common))?;
     let mut tasks = Vec::new();
     let mut stoppers = Vec::new();
     let start_all = async {
