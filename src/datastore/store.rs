@@ -1169,15 +1169,11 @@ fn commit_batch(
                     set_header(&mut result, store.header_at(current));
                     results.push(Ok(result));
                 }
-                Err(e) => {
-                    if wrote {
-                        // A request failed after writing: its writes are in this batch's
-                        // transaction, so keep the revision consistent and report the error.
-                        current += 1;
-                        all_events.extend(events);
-                    }
-                    results.push(Err(e));
-                }
+                // Requests are checked before they write, so only the storage can fail after a
+                // write began: abandon the whole uncommitted batch (the writer then exits and
+                // a restart rebuilds the index from disk) rather than commit half a request.
+                Err(e) if wrote => return Err(e),
+                Err(e) => results.push(Err(e)),
             }
         }
         meta.insert(META_REVISION, current)?;
