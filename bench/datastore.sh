@@ -15,16 +15,7 @@ cargo bench --locked -q --bench datastore_load --no-run 2>/dev/null
 LOAD="$(ls -t target/release/deps/datastore_load-* | grep -v '\.d$' | head -1)"
 MK8S=target/release/mk8s
 
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. bench/lib.sh
 
 "$MK8S" bootstrap --data-dir "$WORK/data" >/dev/null
 CERTS="$WORK/data/certs"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start-up and footprint of mk8s with the components that exist today (datastore; the others
-# join as they land): cold start (fresh data dir, includes bootstrap) to every component ready,
+# Start-up and footprint of mk8s with the components that exist today (datastore, API server;
+# the others join as they land): cold start (fresh data dir, includes bootstrap) to every component ready,
 # warm restart (stop, start) to ready, and the RSS of all mk8s processes after IDLE seconds.
 # Goal (issue 8): <= 2 s cold, <= 1 s warm, <= 100 MB total RSS. Anchors are published
 # figures, not measured here: k3s and MicroK8s take tens of seconds to start and use
@@ -12,18 +12,16 @@ cd "$(dirname "$0")/.."
 RUNS="${RUNS:-5}"; IDLE="${IDLE:-60}"
 cargo build --release --locked -q
 MK8S="$PWD/target/release/mk8s"
-WORK="$(mktemp -d)"
-cleanup() { "$MK8S" stop --data-dir "$WORK/data" --common-dir "$WORK/common" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+. bench/lib.sh
+cleanup() { "$MK8S" stop --data-dir "$WORK/data" --common-dir "$WORK/common" >/dev/null 2>&1 || true; bench_cleanup; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 O=(--data-dir "$WORK/data" --common-dir "$WORK/common")
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 : >"$WORK/cold"; : >"$WORK/warm"
 for i in $(seq 1 "$RUNS"); do
-    rm -rf "$WORK/data" "$WORK/common"; mkdir -p "$WORK/data/args"
-    printf -- '--listen-client-urls=https://127.0.0.1:%s\n--listen-peer-urls=https://127.0.0.1:%s\n' "$(free_port)" "$(free_port)" >"$WORK/data/args/datastore"
+    rm -rf "$WORK/data" "$WORK/common"; bench_args "$WORK/data"
     t0=$(now_ms); "$MK8S" start "${O[@]}" >/dev/null; t1=$(now_ms); echo $((t1 - t0)) >>"$WORK/cold"
     "$MK8S" stop "${O[@]}" >/dev/null
     t0=$(now_ms); "$MK8S" start "${O[@]}" >/dev/null; t1=$(now_ms); echo $((t1 - t0)) >>"$WORK/warm"
@@ -36,7 +34,7 @@ for f in "$WORK"/common/run/*.pid; do
     kb="$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
     rss=$((rss + kb))
 done
-printf 'start benchmark: median of %s runs (components: datastore)\n' "$RUNS"
+printf 'start benchmark: median of %s runs (components: datastore, apiserver)\n' "$RUNS"
 printf '  cold start to ready   %6s ms   (goal <= 2000 ms; k3s/MicroK8s: tens of seconds, published)\n' "$(median <"$WORK/cold")"
 printf '  warm start to ready   %6s ms   (goal <= 1000 ms)\n' "$(median <"$WORK/warm")"
 printf '  RSS after %ss idle    %6.1f MiB (goal <= 100 MB; k3s/MicroK8s: hundreds of MB, published)\n' "$IDLE" "$(awk -v k="$rss" 'BEGIN {print k/1024}')"

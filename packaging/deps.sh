@@ -20,7 +20,7 @@ mk8s_install_packages() {
     local pkgs=(openssl ca-certificates gcc libc6-dev pkg-config hostname util-linux mount coreutils iproute2
         protobuf-compiler libprotobuf-dev)
     if [ "$what" = test ]; then
-        pkgs+=(procps etcd-server etcd-client)
+        pkgs+=(procps etcd-server etcd-client curl)
     fi
     local missing=()
     for p in "${pkgs[@]}"; do
@@ -34,6 +34,14 @@ mk8s_install_packages() {
         # The machine image ships kubectl 1.32; Debian's own is far older but parses kubeconfigs.
         echo "mk8s: kubectl not found; installing Debian's kubernetes-client" >&2
         mk8s_apt kubernetes-client
+    fi
+    if [ "$what" = test ] && ! python3 -c 'import kubernetes' 2>/dev/null; then
+        # The Python client is one of the API server's judges (tests/python/client_test.py).
+        command -v python3 >/dev/null || mk8s_apt python3
+        python3 -m pip --version >/dev/null 2>&1 || mk8s_apt python3-pip
+        echo "mk8s: installing the Python kubernetes client 32.0.1 from PyPI"
+        python3 -m pip install -q 'kubernetes==32.0.1' 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages 'kubernetes==32.0.1'
     fi
     if ! command -v cargo >/dev/null; then
         echo "mk8s: cargo (Rust 1.89 or newer) is required to build mk8s; install it with rustup" >&2

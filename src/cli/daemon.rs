@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::common::paths::Paths;
-use crate::datastore;
+use crate::{apiserver, datastore};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Component {
     /// The etcd-v3-API datastore on 12379 and 19001
     Datastore,
+    /// The Kubernetes API server on 16443
+    Apiserver,
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +39,14 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(datastore::run(config))?;
+        }
+        Component::Apiserver => {
+            let config = apiserver::load_config(paths, &a.flags)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(apiserver::run(config))?;
         }
     }
     Ok(ExitCode::SUCCESS)

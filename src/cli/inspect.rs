@@ -137,8 +137,8 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
         files.push(("supervisor/status.json".into(), status));
     }
     for c in COMPONENTS {
-        if let Ok(args) = std::fs::read(paths.data_file(format!("args/{}", c.name))) {
-            files.push((format!("args/{}", c.name), args));
+        if let Ok(args) = std::fs::read(paths.data_file(format!("args/{}", c.args_file))) {
+            files.push((format!("args/{}", c.args_file), args));
         }
     }
     for name in COMPONENTS.iter().map(|c| c.name).chain(["supervisor"]) {

@@ -4,6 +4,7 @@
 //! Owns no files of its own; every component decides what it writes through these helpers.
 
 pub mod args;
+pub mod clock;
 pub mod fault;
 pub mod fsutil;
 pub mod host;

@@ -233,7 +233,7 @@ fn parse_retention(v: &str) -> Result<Duration, String> {
 }
 
 /// A Go-style duration with one unit: `500ms`, `30s`, `5m`, `1h`.
-fn parse_duration(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: u64 = num

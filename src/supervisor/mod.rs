@@ -10,6 +10,7 @@ pub mod ports;
 pub mod status;
 
 use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -38,18 +39,48 @@ const HEALTHY_RESETS_BACKOFF: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const READY_POLL: Duration = Duration::from_millis(100);
 
+/// A component's readiness check, as its clients would see it.
+pub type Probe = fn(Paths) -> futures::future::BoxFuture<'static, bool>;
+
 /// A component the supervisor runs.
 pub struct ComponentDef {
     pub name: &'static str,
-    /// Default `args/<name>` content, installed when the file is missing.
+    /// Its file under `args/`, MicroK8s's name (`kube-apiserver` for the API server).
+    pub args_file: &'static str,
+    /// Default args content, installed when the file is missing.
     pub args_template: &'static str,
+    /// The addresses it will listen on, read from its args (checked free before start).
+    pub listens: fn(&Paths) -> Result<Vec<SocketAddr>, String>,
+    pub probe: Probe,
 }
 
 /// Every component, in start order (the others join as their issues land).
-pub const COMPONENTS: &[ComponentDef] = &[ComponentDef {
-    name: "datastore",
-    args_template: include_str!("../../templates/args/datastore"),
-}];
+pub const COMPONENTS: &[ComponentDef] = &[
+    ComponentDef {
+        name: "datastore",
+        args_file: "datastore",
+        args_template: include_str!("../../templates/args/datastore"),
+        listens: |paths| {
+            let c = crate::datastore::load_config(paths, &[]).map_err(|e| e.to_string())?;
+            Ok(c.listen_client
+                .iter()
+                .chain(&c.listen_peer)
+                .copied()
+                .collect())
+        },
+        probe: |paths| Box::pin(async move { probe_datastore(&paths).await }),
+    },
+    ComponentDef {
+        name: "apiserver",
+        args_file: "kube-apiserver",
+        args_template: include_str!("../../templates/args/kube-apiserver"),
+        listens: |paths| {
+            let c = crate::apiserver::load_config(paths, &[]).map_err(|e| e.to_string())?;
+            Ok(vec![c.listen_addr()])
+        },
+        probe: |paths| Box::pin(async move { crate::apiserver::probe_ready(&paths).await }),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -65,7 +96,7 @@ pub fn install_args(paths: &Paths) -> Result<Vec<PathBuf>, SupervisorError> {
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let mut written = Vec::new();
     for c in COMPONENTS {
-        let p = dir.join(c.name);
+        let p = dir.join(c.args_file);
         if !p.exists() {
             crate::common::fsutil::write_atomic(&p, c.args_template.as_bytes(), 0o644)
                 .map_err(io_err("write", &p))?;
@@ -78,9 +109,10 @@ pub fn install_args(paths: &Paths) -> Result<Vec<PathBuf>, SupervisorError> {
 /// Checks every component's args file and ports before anything starts, so a bad line or a
 /// taken port is one clear error instead of a crash loop.
 pub fn preflight(paths: &Paths) -> Result<(), String> {
-    let config = crate::datastore::load_config(paths, &[]).map_err(|e| e.to_string())?;
-    for addr in config.listen_client.iter().chain(&config.listen_peer) {
-        ports::check_free(*addr).map_err(|e| format!("datastore: {e}"))?;
+    for c in COMPONENTS {
+        for addr in (c.listens)(paths).map_err(|e| format!("{}: {e}", c.name))? {
+            ports::check_free(addr).map_err(|e| format!("{}: {e}", c.name))?;
+        }
     }
     Ok(())
 }
@@ -438,9 +470,9 @@ async fn keep_running(
 
 /// A component's readiness check, as its clients would see it.
 pub async fn probe(name: &str, paths: &Paths) -> bool {
-    match name {
-        "datastore" => probe_datastore(paths).await,
-        _ => false,
+    match COMPONENTS.iter().find(|c| c.name == name) {
+        Some(c) => (c.probe)(paths.clone()).await,
+        None => false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! mk8s integration tests: one binary, driving the built `mk8s` and the real `openssl`,
 //! `kubectl` and rustls, each test in its own temporary data directory.
 
+mod apiserver;
 mod bad_input;
 mod bootstrap;
 mod crash;
@@ -8,6 +9,7 @@ mod datastore;
 mod datastore_client;
 mod datastore_diff;
 mod etcd;
+mod kube_client;
 mod kubeconfig;
 mod refresh;
 mod supervisor;

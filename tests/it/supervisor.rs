@@ -13,6 +13,7 @@ struct Cluster {
     data: PathBuf,
     common: PathBuf,
     client_port: u16,
+    api_port: u16,
 }
 
 impl Cluster {
@@ -30,11 +31,21 @@ impl Cluster {
             ),
         )
         .unwrap();
+        let template = include_str!("../../templates/args/kube-apiserver");
+        let api_port = free_port();
+        std::fs::write(
+            data.join("args/kube-apiserver"),
+            format!(
+                "{template}--secure-port={api_port}\n--bind-address=127.0.0.1\n--etcd-servers=https://127.0.0.1:{client_port}\n"
+            ),
+        )
+        .unwrap();
         Cluster {
             _tmp: tmp,
             data,
             common,
             client_port,
+            api_port,
         }
     }
 
@@ -92,7 +103,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.mk8s(&["stop"]);
-        for name in ["supervisor", "datastore"] {
+        for name in ["supervisor", "apiserver", "datastore"] {
             if let Some(pid) = self.pid(name) {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
@@ -128,6 +139,13 @@ fn start_restart_after_kill_stop_and_resume() {
         "{status}"
     );
     assert!(c.etcdctl(&["put", "survives", "stop"]).status.success());
+    // The API server came up on the datastore: kubectl through mk8s sees its namespaces.
+    let server = format!("--server=https://127.0.0.1:{}", c.api_port);
+    let ns = c.kubectl(&[&server, "get", "namespaces", "-o", "name"]);
+    assert!(
+        String::from_utf8_lossy(&ns.stdout).contains("namespace/kube-system"),
+        "{ns:?}"
+    );
 
     // kill -9 of the component: the supervisor brings it back and status recovers.
     let first = c.pid("datastore").unwrap();
