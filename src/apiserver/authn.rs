@@ -1,6 +1,8 @@
-//! Authentication: who a request is from. x509 client certificates signed by the client CA
-//! (CN = user, O = groups), bearer tokens from the token file, basic auth from the basic-auth
-//! file. Reads those files (again when they change); never writes them.
+//! Authentication: who a request is from. In upstream's order: front-proxy headers (only
+//! on a connection whose certificate the front-proxy CA signed, with an allowed name), x509
+//! client certificates signed by the client CA (CN = user, O = groups), bearer tokens from
+//! the token file, basic auth from the basic-auth file. Reads those files (again when they
+//! change); never writes them. Service-account JWTs are [`super::tokens`]'.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,11 +12,13 @@ use base64::Engine;
 use parking_lot::Mutex;
 
 /// The authenticated user, as `user.Info`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct UserInfo {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// `extra` (front-proxy `X-Remote-Extra-*` headers), keys lower-case.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -26,14 +30,15 @@ impl UserInfo {
             name: name.to_string(),
             uid: uid.to_string(),
             groups,
+            ..Default::default()
         }
     }
 
     pub fn anonymous() -> Self {
         Self {
             name: "system:anonymous".into(),
-            uid: String::new(),
             groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
         }
     }
 
@@ -41,6 +46,9 @@ impl UserInfo {
         let mut v = serde_json::json!({"username": self.name, "groups": self.groups});
         if !self.uid.is_empty() {
             v["uid"] = self.uid.clone().into();
+        }
+        if !self.extra.is_empty() {
+            v["extra"] = serde_json::json!(self.extra);
         }
         v
     }
@@ -156,32 +164,112 @@ fn parse_csv(text: &str) -> Vec<(String, UserInfo)> {
     rows
 }
 
+/// The `--requestheader-*` settings: which front proxy is trusted and where it puts the user.
+#[derive(Debug, Clone)]
+pub struct RequestHeader {
+    pub allowed_names: Vec<String>,
+    pub username_headers: Vec<String>,
+    pub group_headers: Vec<String>,
+    pub extra_prefixes: Vec<String>,
+}
+
+impl Default for RequestHeader {
+    fn default() -> Self {
+        Self {
+            allowed_names: Vec::new(),
+            username_headers: vec!["X-Remote-User".into()],
+            group_headers: vec!["X-Remote-Group".into()],
+            extra_prefixes: vec!["X-Remote-Extra-".into()],
+        }
+    }
+}
+
+/// Who a connection's verified client certificate says the peer is.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// Signed by the client CA: the certificate's user.
+    User(UserInfo),
+    /// Signed by the front-proxy CA: a proxy (its CN) vouching for users in headers.
+    FrontProxy(String),
+}
+
 /// Every way a request can prove who it is.
 pub struct Authenticator {
     tokens: Option<CsvFile>,
     passwords: Option<CsvFile>,
+    request_header: RequestHeader,
 }
 
 /// What a request carried.
 pub struct Credentials<'a> {
     pub authorization: Option<&'a str>,
-    /// The user of the connection's verified client certificate, if any.
-    pub client_cert: Option<&'a UserInfo>,
+    /// The connection's verified client certificate, if any.
+    pub peer: Option<&'a Peer>,
+    pub headers: Option<&'a hyper::HeaderMap>,
 }
 
 impl Authenticator {
-    pub fn new(token_file: Option<PathBuf>, basic_file: Option<PathBuf>) -> Arc<Self> {
+    pub fn new(
+        token_file: Option<PathBuf>,
+        basic_file: Option<PathBuf>,
+        request_header: RequestHeader,
+    ) -> Arc<Self> {
         Arc::new(Self {
             tokens: token_file.map(CsvFile::new),
             passwords: basic_file.map(CsvFile::new),
+            request_header,
         })
     }
 
-    /// The user, or `None` when nothing valid was presented (401). A client certificate
-    /// wins over an Authorization header, as in upstream's authenticator chain.
+    /// The user a trusted front proxy names in its headers.
+    fn from_headers(&self, proxy: &str, headers: &hyper::HeaderMap) -> Option<UserInfo> {
+        let rh = &self.request_header;
+        if !rh.allowed_names.is_empty() && !rh.allowed_names.iter().any(|n| n == proxy) {
+            return None;
+        }
+        let values = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let name = rh
+            .username_headers
+            .iter()
+            .flat_map(|h| values(h))
+            .find(|v| !v.is_empty())?;
+        let groups = rh.group_headers.iter().flat_map(|h| values(h)).collect();
+        let mut user = UserInfo::new(&name, "", groups);
+        for (k, v) in headers {
+            let key = k.as_str();
+            for prefix in &rh.extra_prefixes {
+                let p = prefix.to_ascii_lowercase();
+                if let Some(rest) = key.strip_prefix(&p)
+                    && let Ok(v) = v.to_str()
+                {
+                    user.extra
+                        .entry(percent_unescape(rest).to_ascii_lowercase())
+                        .or_default()
+                        .push(v.to_string());
+                }
+            }
+        }
+        Some(user)
+    }
+
+    /// The user, or `None` when nothing valid was presented (401). Front-proxy headers, then
+    /// a client certificate, then an Authorization header, as upstream's chain.
     pub fn authenticate(&self, c: &Credentials) -> Option<UserInfo> {
-        if let Some(u) = c.client_cert {
-            return Some(u.clone());
+        match c.peer {
+            Some(Peer::FrontProxy(proxy)) => {
+                if let Some(u) = c.headers.and_then(|h| self.from_headers(proxy, h)) {
+                    return Some(u);
+                }
+            }
+            Some(Peer::User(u)) => return Some(u.clone()),
+            None => {}
         }
         if let Some(h) = c.authorization {
             let h = h.trim();
@@ -208,10 +296,69 @@ fn strip_scheme<'a>(h: &'a str, scheme: &str) -> Option<&'a str> {
     s.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
-/// CN is the user, each O a group (as upstream's x509 authenticator). Read once a
-/// connection: the certificate was verified in the handshake.
-pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+/// Extra keys arrive percent-encoded in header names (upstream unescapes them).
+fn percent_unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|c| (*c as char).to_digit(16)),
+                b.get(i + 2).and_then(|c| (*c as char).to_digit(16)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The certificate authorities client certificates may chain to: the client CA (users) and
+/// the front-proxy CA (`--requestheader-client-ca-file`).
+#[derive(Default)]
+pub struct Authorities {
+    pub client: Vec<Vec<u8>>,
+    pub front_proxy: Vec<Vec<u8>>,
+}
+
+fn signed_by(leaf: &x509_parser::certificate::X509Certificate, cas: &[Vec<u8>]) -> bool {
+    cas.iter().any(|der| {
+        x509_parser::parse_x509_certificate(der).is_ok_and(|(_, ca)| {
+            leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+        })
+    })
+}
+
+impl Authorities {
+    /// Who a connection's leaf certificate (verified in the handshake against both) is. Read
+    /// once a connection.
+    pub fn classify(&self, der: &[u8]) -> Option<Peer> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        if signed_by(&cert, &self.front_proxy) {
+            let cn = cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok())
+                .unwrap_or("")
+                .to_string();
+            return Some(Peer::FrontProxy(cn));
+        }
+        if signed_by(&cert, &self.client) {
+            return user_from_cert(&cert).map(Peer::User);
+        }
+        None
+    }
+}
+
+/// CN is the user, each O a group (as upstream's x509 authenticator).
+fn user_from_cert(cert: &x509_parser::certificate::X509Certificate) -> Option<UserInfo> {
     let subject = cert.subject();
     let name = subject
         .iter_common_name()
@@ -252,11 +399,12 @@ mod tests {
         let b = dir.path().join("b.csv");
         std::fs::write(&t, "sekrit,alice,a1,\"g1\"\n").unwrap();
         std::fs::write(&b, "pw,admin,admin,\"system:masters\"\n").unwrap();
-        let a = Authenticator::new(Some(t), Some(b));
+        let a = Authenticator::new(Some(t), Some(b), RequestHeader::default());
         let bearer = |h: &str| {
             a.authenticate(&Credentials {
                 authorization: Some(h),
-                client_cert: None,
+                peer: None,
+                headers: None,
             })
         };
         assert_eq!(bearer("Bearer sekrit").unwrap().name, "alice");

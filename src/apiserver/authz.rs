@@ -180,6 +180,7 @@ mod tests {
             name: "bob".into(),
             uid: String::new(),
             groups: vec![],
+            ..Default::default()
         };
         let a = Attributes {
             verb: "list".into(),

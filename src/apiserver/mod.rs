@@ -84,6 +84,8 @@ pub struct Config {
     pub service_account_signing_key_file: Option<PathBuf>,
     pub service_account_issuer: String,
     pub basic_auth_file: Option<PathBuf>,
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    pub request_header: authn::RequestHeader,
     pub authorization_mode: Vec<String>,
     pub service_cluster_ip_range: (Ipv4Addr, u8),
     pub service_node_port_range: (u16, u16),
@@ -125,6 +127,8 @@ impl Config {
             service_account_signing_key_file: None,
             service_account_issuer: tokens::DEFAULT_ISSUER.to_string(),
             basic_auth_file: None,
+            requestheader_client_ca_file: None,
+            request_header: authn::RequestHeader::default(),
             authorization_mode: vec!["AlwaysAllow".into()],
             service_cluster_ip_range: (Ipv4Addr::new(10, 152, 183, 0), 24),
             service_node_port_range: (30000, 32767),
@@ -145,6 +149,14 @@ impl Config {
                 why: why.to_string(),
             };
             let path = || Some(PathBuf::from(&f.value));
+            let list = || {
+                f.value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
             match f.name.as_str() {
                 "secure-port" => {
                     self.secure_port = f.value.parse().map_err(|_| invalid("not a port"))?
@@ -187,6 +199,11 @@ impl Config {
                 }
                 "service-account-issuer" => self.service_account_issuer = f.value.clone(),
                 "basic-auth-file" => self.basic_auth_file = path(),
+                "requestheader-client-ca-file" => self.requestheader_client_ca_file = path(),
+                "requestheader-allowed-names" => self.request_header.allowed_names = list(),
+                "requestheader-username-headers" => self.request_header.username_headers = list(),
+                "requestheader-group-headers" => self.request_header.group_headers = list(),
+                "requestheader-extra-headers-prefix" => self.request_header.extra_prefixes = list(),
                 "authorization-mode" => {
                     let modes: Vec<String> =
                         f.value.split(',').map(|s| s.trim().to_string()).collect();

@@ -43,7 +43,8 @@ pub async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
             let header = format!("Bearer {token}");
             let user = match state.authn.authenticate(&Credentials {
                 authorization: Some(&header),
-                client_cert: None,
+                peer: None,
+                headers: None,
             }) {
                 Some(u) => Some(u),
                 None => super::tokens::authenticate(state, token).await,
@@ -90,6 +91,7 @@ pub async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                     name,
                     uid: spec["uid"].as_str().unwrap_or("").to_string(),
                     groups,
+                    ..Default::default()
                 }
             };
             let has_res = spec["resourceAttributes"].is_object();

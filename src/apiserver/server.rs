@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use super::authn::{Authenticator, Credentials, UserInfo};
+use super::authn::{Authenticator, Credentials, Peer, UserInfo};
 use super::authz::{Attributes, Authorizer};
 use super::metrics::Metrics;
 use super::status::ApiError;
@@ -38,6 +38,7 @@ pub struct State {
     pub config: Config,
     pub storage: Storage,
     pub authn: Arc<Authenticator>,
+    pub authorities: super::authn::Authorities,
     pub authz: Box<dyn Authorizer>,
     pub metrics: Metrics,
     /// Set once the bootstrap objects exist.
@@ -176,21 +177,47 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// The certificates of a PEM bundle.
+fn read_cas(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ApiServerError> {
+    let err = |e: &dyn std::fmt::Display| ApiServerError::Tls(format!("{}: {e}", path.display()));
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(&e))?
+        .map(|c| c.map_err(|e| err(&e)))
+        .collect()
+}
+
+/// The client CA's and the front-proxy CA's certificates.
+fn authorities(config: &Config) -> Result<super::authn::Authorities, ApiServerError> {
+    let der = |p: &Option<PathBuf>| -> Result<Vec<Vec<u8>>, ApiServerError> {
+        match p {
+            Some(p) => Ok(read_cas(p)?.iter().map(|c| c.as_ref().to_vec()).collect()),
+            None => Ok(Vec::new()),
+        }
+    };
+    Ok(super::authn::Authorities {
+        client: der(&config.client_ca_file)?,
+        front_proxy: der(&config.requestheader_client_ca_file)?,
+    })
+}
+
 fn tls_config(config: &Config) -> Result<rustls::ServerConfig, ApiServerError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ApiServerError::Tls(e.to_string()))?;
-    let builder = match &config.client_ca_file {
-        Some(ca) => {
+    let cas: Vec<&PathBuf> = [&config.client_ca_file, &config.requestheader_client_ca_file]
+        .into_iter()
+        .flatten()
+        .collect();
+    let builder = match cas.is_empty() {
+        false => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| ApiServerError::Tls(format!("{}: {e}", ca.display())))?
-            {
-                let c = c.map_err(|e| ApiServerError::Tls(format!("{}: {e}", ca.display())))?;
-                roots
-                    .add(c)
-                    .map_err(|e| ApiServerError::Tls(format!("{}: {e}", ca.display())))?;
+            for ca in cas {
+                for c in read_cas(ca)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| ApiServerError::Tls(format!("{}: {e}", ca.display())))?;
+                }
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
@@ -198,7 +225,7 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, ApiServerError> {
                 .map_err(|e| ApiServerError::Tls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
-        None => builder.with_no_client_auth(),
+        true => builder.with_no_client_auth(),
     };
     let first = load_certified(&config.tls_cert_file, &config.tls_private_key_file)?;
     let resolver = ReloadingCert {
@@ -244,7 +271,9 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
         authn: Authenticator::new(
             config.token_auth_file.clone(),
             config.basic_auth_file.clone(),
+            config.request_header.clone(),
         ),
+        authorities: authorities(&config)?,
         authz: super::authz::from_modes(&config.authorization_mode),
         inflight: Semaphore::new(config.max_requests_inflight.max(1)),
         mutating: Semaphore::new(config.max_mutating_requests_inflight.max(1)),
@@ -292,17 +321,17 @@ async fn serve_connection(tls: TlsAcceptor, tcp: tokio::net::TcpStream, state: A
     else {
         return;
     };
-    let cert: Option<Arc<UserInfo>> = stream
+    let peer: Option<Arc<Peer>> = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|c| super::authn::user_from_cert(c.as_ref()))
+        .and_then(|c| state.authorities.classify(c.as_ref()))
         .map(Arc::new);
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        let cert = cert.clone();
-        async move { Ok::<_, Infallible>(handle(state, req, cert).await) }
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
     });
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -374,11 +403,11 @@ fn is_mutating(m: &Method) -> bool {
 async fn handle(
     state: Arc<State>,
     req: hyper::Request<Incoming>,
-    cert: Option<Arc<UserInfo>>,
+    peer: Option<Arc<Peer>>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let resp = handle_inner(&state, req, cert).await;
+    let resp = handle_inner(&state, req, peer).await;
     state
         .metrics
         .observe(method.as_str(), resp.status().as_u16(), started.elapsed());
@@ -388,7 +417,7 @@ async fn handle(
 async fn handle_inner(
     state: &Arc<State>,
     req: hyper::Request<Incoming>,
-    cert: Option<Arc<UserInfo>>,
+    peer: Option<Arc<Peer>>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -398,7 +427,8 @@ async fn handle_inner(
             .headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
-        client_cert: cert.as_deref(),
+        peer: peer.as_deref(),
+        headers: Some(&parts.headers),
     });
     let user = match user {
         Some(u) => Some(u),

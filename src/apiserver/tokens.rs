@@ -215,6 +215,7 @@ pub async fn authenticate(state: &State, token: &str) -> Option<UserInfo> {
             format!("system:serviceaccounts:{ns}"),
             "system:authenticated".into(),
         ],
+        ..Default::default()
     })
 }
 

@@ -214,6 +214,11 @@ impl Api {
     }
 
     pub fn curl_as(&self, admin: bool, args: &[&str]) -> (u16, String) {
+        self.curl_with(admin.then_some("admin"), args)
+    }
+
+    /// curl presenting `certs/<cert>.crt` (or no certificate).
+    pub fn curl_with(&self, cert: Option<&str>, args: &[&str]) -> (u16, String) {
         let certs = self.etcd.data.certs();
         let mut c = Command::new("curl");
         c.args([
@@ -225,11 +230,11 @@ impl Api {
             "--cacert",
         ])
         .arg(certs.join("ca.crt"));
-        if admin {
+        if let Some(name) = cert {
             c.arg("--cert")
-                .arg(certs.join("admin.crt"))
+                .arg(certs.join(format!("{name}.crt")))
                 .arg("--key")
-                .arg(certs.join("admin.key"));
+                .arg(certs.join(format!("{name}.key")));
         }
         let (path, rest) = args.split_first().unwrap();
         c.args(rest).arg(format!("{}{path}", self.server()));
@@ -837,6 +842,42 @@ fn conflicts_tokens_and_restart() {
             .unwrap()
             .contains(&"system:masters".into())
     );
+
+    // Front-proxy headers count only on the front proxy's own certificate.
+    let whoami = |cert: Option<&str>, user: Option<&str>| {
+        let mut args = vec![
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "X-Remote-Group: devs",
+            "-H",
+            "X-Remote-Extra-Scopes: read",
+            "--data-binary",
+            "{}",
+        ];
+        let header;
+        if let Some(u) = user {
+            header = format!("X-Remote-User: {u}");
+            args.extend(["-H", &header]);
+        }
+        api.curl_with(cert, &args)
+    };
+    let (code, out) = whoami(Some("front-proxy-client"), Some("alice"));
+    assert_eq!(code, 201, "{out}");
+    let info = &json(&out)["status"]["userInfo"];
+    assert_eq!(info["username"], "alice");
+    assert_eq!(
+        info["groups"],
+        serde_json::json!(["devs", "system:authenticated"])
+    );
+    assert_eq!(info["extra"]["scopes"], serde_json::json!(["read"]));
+    let (_, out) = whoami(Some("admin"), Some("alice"));
+    assert_eq!(json(&out)["status"]["userInfo"]["username"], "admin");
+    assert_eq!(whoami(Some("front-proxy-client"), None).0, 401);
+    assert_eq!(whoami(None, Some("alice")).0, 401);
 
     // Service-account tokens: TokenRequest (`kubectl create token`), then authentication
     // with it, and nothing once the service account is gone.
