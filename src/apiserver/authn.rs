@@ -222,7 +222,7 @@ impl Authenticator {
     }
 
     /// The user a trusted front proxy names in its headers.
-    fn from_headers(&self, proxy: &str, headers: &hyper::HeaderMap) -> Option<UserInfo> {
+    fn proxied_user(&self, proxy: &str, headers: &hyper::HeaderMap) -> Option<UserInfo> {
         let rh = &self.request_header;
         if !rh.allowed_names.is_empty() && !rh.allowed_names.iter().any(|n| n == proxy) {
             return None;
@@ -264,7 +264,7 @@ impl Authenticator {
     pub fn authenticate(&self, c: &Credentials) -> Option<UserInfo> {
         match c.peer {
             Some(Peer::FrontProxy(proxy)) => {
-                if let Some(u) = c.headers.and_then(|h| self.from_headers(proxy, h)) {
+                if let Some(u) = c.headers.and_then(|h| self.proxied_user(proxy, h)) {
                     return Some(u);
                 }
             }
