@@ -941,3 +941,126 @@ fn python_kubernetes_client_lists_creates_patches_and_watches() {
         api.log()
     );
 }
+
+#[test]
+fn pods_describe_wait_graceful_delete_and_namespace_lifecycle() {
+    let api = Api::start(Kind::Mk8s);
+    assert_eq!(
+        api.k(&["run", "p", "--image=busybox:1.36", "--restart=Never"]),
+        "pod/p created\n"
+    );
+    let pods = api.k(&["get", "pods"]);
+    assert_eq!(
+        header(&pods),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    let row: Vec<&str> = pods.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["p", "0/1", "Pending", "0"], "{pods}");
+    let pod = json(&api.k(&["get", "pod", "p", "-o", "json"]));
+    assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirst");
+    assert_eq!(
+        pod["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    let described = api.k(&["describe", "pod", "p"]);
+    assert!(
+        described.starts_with("Name:         p\n")
+            && described
+                .lines()
+                .any(|l| l.starts_with("Status:") && l.ends_with(" Pending")),
+        "{described}"
+    );
+
+    // `kubectl wait` is satisfied by a status change made after it started.
+    let waiter = api
+        .kubectl_cmd(&["wait", "--for=condition=Ready", "pod/p", "--timeout=30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/default/pods/p/status",
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/merge-patch+json",
+        "--data-binary",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ]);
+    assert_eq!(code, 200, "{out}");
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/p condition met\n"
+    );
+
+    // An unscheduled pod goes at once; a bound one waits for its kubelet (graceful).
+    assert_eq!(api.k(&["delete", "pod", "p"]), "pod \"p\" deleted\n");
+    api.k(&["run", "q", "--image=busybox:1.36", "--restart=Never"]);
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/default/pods/q/binding",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"q"},"target":{"kind":"Node","name":"node-1"}}"#,
+    ]);
+    assert_eq!(code, 201, "{out}");
+    let (code, _) = api.curl(&[
+        "/api/v1/namespaces/default/pods/q/binding",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"metadata":{"name":"q"},"target":{"kind":"Node","name":"node-2"}}"#,
+    ]);
+    assert_eq!(code, 409, "a pod is bound once");
+    api.k(&["delete", "pod", "q", "--wait=false"]);
+    let q = json(&api.k(&["get", "pod", "q", "-o", "json"]));
+    assert_eq!(q["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(api.k(&["get", "pod", "q"]).contains("Terminating"));
+    let out = api.kubectl(&["delete", "pod", "q", "--grace-period=0", "--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        api.k_err(&["get", "pod", "q"])
+            .contains("pods \"q\" not found")
+    );
+
+    // A terminating namespace refuses new content until its finalizer is removed.
+    api.k(&["create", "namespace", "gone"]);
+    api.k(&["delete", "namespace", "gone", "--wait=false"]);
+    assert!(api.k(&["get", "ns", "gone"]).contains("Terminating"));
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/gone/configmaps",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"metadata":{"name":"late"}}"#,
+    ]);
+    assert_eq!(code, 403, "{out}");
+    assert_eq!(
+        json(&out)["message"],
+        "configmaps \"late\" is forbidden: unable to create new content in namespace gone because it is being terminated"
+    );
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/gone/finalize",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"gone"},"spec":{"finalizers":[]}}"#,
+    ]);
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        api.k_err(&["get", "ns", "gone"])
+            .contains("namespaces \"gone\" not found")
+    );
+}
