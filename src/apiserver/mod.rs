@@ -23,6 +23,7 @@ mod reviews;
 mod selector;
 mod server;
 mod services;
+mod ssa;
 mod status;
 mod storage;
 mod table;

@@ -794,17 +794,21 @@ async fn list(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
 
 async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     let mut obj = decode_body(req, t.res.group, t.res.version, t.res.kind)?;
-    let created = create_object(state, t.res, t.ns(), &mut obj, dry_run(req)).await?;
+    let manager = field_manager(req)?;
+    let created =
+        create_object(state, t.res, t.ns(), &mut obj, dry_run(req), Some(&manager)).await?;
     Ok(json_response(201, &created))
 }
 
 /// Creates `obj` in `ns`: metadata, defaults, validation, admission, storage.
+/// `manager` records the write in `managedFields` (None: the caller already did, as apply).
 pub async fn create_object(
     state: &State,
     res: &'static Resource,
     ns: &str,
     obj: &mut Value,
     dry_run: bool,
+    manager: Option<&str>,
 ) -> Result<Value, ApiError> {
     {
         let meta = meta_mut(obj);
@@ -856,6 +860,18 @@ pub async fn create_object(
         select_job_pods(obj);
     }
     default_and_validate(res, obj, None)?;
+    if let Some(m) = manager {
+        meta_mut(obj).remove("managedFields");
+        super::ssa::track_update(
+            res.group,
+            res.kind,
+            &res.api_version(),
+            None,
+            obj,
+            m,
+            &now_rfc3339(),
+        );
+    }
     let name = meta_str(obj, "name").to_string();
     super::admission::admit_namespace(state, res, ns, &name).await?;
     let _alloc_guard;
@@ -914,7 +930,8 @@ async fn update(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     if !wanted_rv.is_empty() && wanted_rv != rev.to_string() {
         return Err(ApiError::conflict(t.res.group, t.res.plural, t.name()));
     }
-    let updated = apply_update(state, t, &old, rev, body, dry_run(req)).await?;
+    let manager = field_manager(req)?;
+    let updated = apply_update(state, t, &old, rev, body, dry_run(req), Some(&manager)).await?;
     Ok(json_response(200, &updated))
 }
 
@@ -927,6 +944,7 @@ pub async fn apply_update(
     rev: i64,
     body: Value,
     dry_run: bool,
+    manager: Option<&str>,
 ) -> Result<Value, ApiError> {
     let res = t.res;
     let mut new = match t.sub.as_deref() {
@@ -1035,6 +1053,27 @@ pub async fn apply_update(
         }
     }
     default_and_validate(res, &mut new, Some(old))?;
+    if let Some(m) = manager {
+        // Ownership is the server's record: start from the stored entries, whatever the
+        // client echoed back.
+        match old["metadata"].get("managedFields") {
+            Some(f) => {
+                meta_mut(&mut new).insert("managedFields".into(), f.clone());
+            }
+            None => {
+                meta_mut(&mut new).remove("managedFields");
+            }
+        }
+        super::ssa::track_update(
+            res.group,
+            res.kind,
+            &res.api_version(),
+            Some(old),
+            &mut new,
+            m,
+            &now_rfc3339(),
+        );
+    }
     if res.generation && spec_changed(old, &new) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), g.into());
@@ -1128,8 +1167,169 @@ pub fn to_scale(res: &Resource, obj: &Value) -> Value {
     })
 }
 
+/// The manager a write is recorded under: `fieldManager`, else the User-Agent's product
+/// (upstream's default).
+fn field_manager(req: &Req) -> Result<String, ApiError> {
+    let m = match req.param("fieldManager") {
+        Some(m) => m.to_string(),
+        None => req
+            .header("user-agent")
+            .and_then(|ua| ua.split('/').next())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("unknown")
+            .chars()
+            .take(128)
+            .collect(),
+    };
+    if m.chars().count() > 128 || m.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {m:?}: must be at most 128 printable characters"),
+                field: "fieldManager".into(),
+            }],
+        ));
+    }
+    Ok(m)
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): creates the object when absent.
+async fn apply_patch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
+    if t.sub.is_some() {
+        return Err(ApiError::UnsupportedMediaType(
+            "apply patches are not supported on subresources".into(),
+        ));
+    }
+    let Some(manager) = req.param("fieldManager").filter(|m| !m.is_empty()) else {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            vec![Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value: is required for apply patch".into(),
+                field: "fieldManager".into(),
+            }],
+        ));
+    };
+    let force = req.flag("force")?;
+    let res = t.res;
+    let mut applied: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(_) => {
+            let text = std::str::from_utf8(&req.body)
+                .map_err(|_| ApiError::BadRequest("the apply body is not UTF-8".into()))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?
+        }
+    };
+    if !applied.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body of an apply patch must be an object".into(),
+        ));
+    }
+    let api_version = res.api_version();
+    for (field, want) in [("apiVersion", api_version.as_str()), ("kind", res.kind)] {
+        match applied[field].as_str() {
+            Some(v) if v == want => {}
+            Some(v) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the {field} in the data ({v}) does not match the expected {field} ({want})"
+                )));
+            }
+            None => applied[field] = want.into(),
+        }
+    }
+    let name = meta_str(&applied, "name").to_string();
+    if !name.is_empty() && name != t.name() {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({name}) does not match the name on the URL ({})",
+            t.name()
+        )));
+    }
+    meta_mut(&mut applied).insert("name".into(), t.name().into());
+    if res.namespaced {
+        let ns = meta_str(&applied, "namespace");
+        if !ns.is_empty() && ns != t.ns() {
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
+        }
+        meta_mut(&mut applied).insert("namespace".into(), t.ns().into());
+    }
+    check_fields(req, &api_version, res.kind, &mut applied)?;
+    let stored = state
+        .storage
+        .get(&key(res, t.ns(), t.name()))
+        .await
+        .map_err(|e| storage_err(e, res, t.name()))?;
+    let current = stored.as_ref().map(decode_stored).transpose()?;
+    let merged = super::ssa::apply(
+        res.group,
+        res.kind,
+        &api_version,
+        current.as_ref(),
+        &applied,
+        manager,
+        force,
+        &now_rfc3339(),
+    )
+    .map_err(|e| match e {
+        super::ssa::SsaError::Conflicts { conflicts, message } => ApiError::ApplyConflict {
+            message,
+            details: super::status::Details::new(res.group, res.plural, t.name()),
+            causes: conflicts
+                .into_iter()
+                .map(|(m, field)| Cause {
+                    reason: "FieldManagerConflict".into(),
+                    message: format!("conflict with {m:?}"),
+                    field,
+                })
+                .collect(),
+        },
+        super::ssa::SsaError::Invalid(m) => ApiError::BadRequest(m),
+    })?;
+    match (current, stored) {
+        (Some(old), Some(s)) => {
+            let out =
+                apply_update(state, t, &old, s.mod_revision, merged, dry_run(req), None).await?;
+            Ok(json_response(200, &out))
+        }
+        _ => {
+            let mut obj = merged;
+            let out = create_object(state, res, t.ns(), &mut obj, dry_run(req), None).await?;
+            Ok(json_response(201, &out))
+        }
+    }
+}
+
 async fn patch_object(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     let ct = req.header("content-type").unwrap_or("");
+    if ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/apply-patch+yaml")
+    {
+        return apply_patch(state, req, t).await;
+    }
+    if req.param("force").is_some() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            vec![Cause {
+                reason: "FieldValueForbidden".into(),
+                message: "Forbidden: may not be specified for non-apply patch".into(),
+                field: "force".into(),
+            }],
+        ));
+    }
+    let manager = field_manager(req)?;
     let Some(ptype) = patch::PatchType::from_content_type(ct) else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"
@@ -1187,7 +1387,7 @@ async fn patch_object(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                 t.name()
             )));
         }
-        match apply_update(state, t, &old, rev, patched, dry_run(req)).await {
+        match apply_update(state, t, &old, rev, patched, dry_run(req), Some(&manager)).await {
             Ok(o) => {
                 let o = match t.sub.as_deref() {
                     Some("scale") => to_scale(t.res, &o),
@@ -1536,7 +1736,7 @@ pub async fn ensure_object(
     {
         return Ok(());
     }
-    match create_object(state, res, ns, &mut obj, false).await {
+    match create_object(state, res, ns, &mut obj, false, Some("kube-apiserver")).await {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }

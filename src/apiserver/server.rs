@@ -440,7 +440,7 @@ async fn handle_inner(
     let user = match user {
         Some(u) => u,
         None if is_public(&path) => UserInfo::anonymous(),
-        None => return error_response(&ApiError::Unauthorized),
+        None => return refuse(body, &ApiError::Unauthorized).await,
     };
 
     // Upstream's max-in-flight filter: reject rather than queue without bound.
@@ -459,9 +459,9 @@ async fn handle_inner(
         match sem.try_acquire() {
             Ok(p) => Some(p),
             Err(_) => {
-                return error_response(&ApiError::TooManyRequests(
-                    "Too many requests, please try again later.".into(),
-                ));
+                let e =
+                    ApiError::TooManyRequests("Too many requests, please try again later.".into());
+                return refuse(body, &e).await;
             }
         }
     };
@@ -493,6 +493,13 @@ async fn handle_inner(
 /// Bytes of an oversized body read and dropped so the client sees the 413 (HTTP/2 clients
 /// treat a reset stream as a transport error); beyond this the connection is dropped.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// An error answered before the body was wanted: the body is read and dropped first (up to
+/// a bound), since HTTP/2 clients treat a reset stream as a transport failure.
+async fn refuse(body: Incoming, e: &ApiError) -> Response<Body> {
+    let _ = tokio::time::timeout(Duration::from_secs(5), read_body(body)).await;
+    error_response(e)
+}
 
 /// The request body, at most `MAX_REQUEST_BYTES` (413 beyond, after draining what was sent).
 async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {

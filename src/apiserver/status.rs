@@ -18,6 +18,13 @@ pub enum ApiError {
         message: String,
         details: Option<Details>,
     },
+    /// Server-side apply conflicts: 409 with `FieldManagerConflict` causes.
+    #[error("{message}")]
+    ApplyConflict {
+        message: String,
+        details: Details,
+        causes: Vec<Cause>,
+    },
     #[error("{message}")]
     Invalid {
         message: String,
@@ -166,7 +173,9 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             ApiError::NotFound { .. } => 404,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Forbidden { .. } => 403,
@@ -185,7 +194,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Forbidden { .. } => "Forbidden",
@@ -217,6 +226,9 @@ impl ApiError {
             | ApiError::Forbidden { details, .. } => details.as_ref().map(|d| details_json(d, &[])),
             ApiError::AlreadyExists { details, .. } => Some(details_json(details, &[])),
             ApiError::Invalid {
+                details, causes, ..
+            }
+            | ApiError::ApplyConflict {
                 details, causes, ..
             } => Some(details_json(details, causes)),
             ApiError::Internal(m) => Some(json!({"causes": [{"message": m}]})),

@@ -1064,3 +1064,96 @@ fn pods_describe_wait_graceful_delete_and_namespace_lifecycle() {
             .contains("namespaces \"gone\" not found")
     );
 }
+
+#[test]
+fn server_side_apply_creates_updates_removes_and_conflicts() {
+    let api = Api::start(Kind::Mk8s);
+    let cm = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n{data}")
+    };
+    let ssa = |args: &[&str], manifest: &str| {
+        let mut all = vec!["apply", "--server-side", "-f", "-"];
+        all.extend_from_slice(args);
+        api.kubectl_stdin(&all, manifest)
+    };
+    let out = ssa(&[], &cm("  a: \"1\"\n  b: \"1\"\n"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "configmap/ssa serverside-applied\n"
+    );
+    let rv = |api: &Api| {
+        json(&api.k(&["get", "cm", "ssa", "-o", "json"]))["metadata"]["resourceVersion"].clone()
+    };
+    let before = rv(&api);
+    assert!(ssa(&[], &cm("  a: \"1\"\n  b: \"1\"\n")).status.success());
+    assert_eq!(rv(&api), before, "the same apply twice writes nothing");
+
+    // A field left out of the next apply is removed; a changed one is updated.
+    assert!(ssa(&[], &cm("  a: \"2\"\n")).status.success());
+    let got = json(&api.k(&["get", "cm", "ssa", "-o", "json", "--show-managed-fields"]));
+    assert_eq!(got["data"], serde_json::json!({"a": "2"}));
+    let entry = &got["metadata"]["managedFields"][0];
+    assert_eq!(entry["manager"], "kubectl");
+    assert_eq!(entry["operation"], "Apply");
+    assert_eq!(entry["fieldsV1"]["f:data"]["f:a"], serde_json::json!({}));
+
+    // Another manager conflicts on a field it does not own, until it forces.
+    let out = ssa(&["--field-manager=other"], &cm("  a: \"3\"\n"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: Apply failed with 1 conflict: conflict with \"kubectl\": .data.a"),
+        "{err}"
+    );
+    let out = ssa(
+        &["--field-manager=other", "--force-conflicts"],
+        &cm("  a: \"3\"\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        api.k(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]),
+        "3"
+    );
+
+    // An ordinary update takes ownership too: a later apply conflicts with it.
+    api.k(&[
+        "patch",
+        "cm",
+        "ssa",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"9"}}"#,
+    ]);
+    let out = ssa(&["--field-manager=other"], &cm("  a: \"4\"\n"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("conflict with \"kubectl-patch\""), "{err}");
+
+    // Apply without a field manager is refused as upstream.
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/default/configmaps/raw",
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/apply-patch+yaml",
+        "--data-binary",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: raw\n",
+    ]);
+    assert_eq!(code, 422, "{out}");
+    assert_eq!(
+        json(&out)["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+    // A YAML body from any client creates the object.
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/default/configmaps/raw?fieldManager=curl",
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/apply-patch+yaml",
+        "--data-binary",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: raw\ndata:\n  k: v\n",
+    ]);
+    assert_eq!(code, 201, "{out}");
+    assert_eq!(json(&out)["data"]["k"], "v");
+}
