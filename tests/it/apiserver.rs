@@ -266,7 +266,7 @@ fn header(table: &str) -> Vec<String> {
         .collect()
 }
 
-fn crud_scenario(kind: Kind) {
+fn kubectl_crud(kind: Kind) {
     let api = Api::start(kind);
 
     // Version and discovery as kubectl sees them.
@@ -601,19 +601,8 @@ fn crud_scenario(kind: Kind) {
     );
 }
 
-#[test]
-fn kubectl_crud_on_the_mk8s_datastore() {
-    crud_scenario(Kind::Mk8s);
-}
-
-#[test]
-fn kubectl_crud_on_real_etcd() {
-    crud_scenario(Kind::RealEtcd);
-}
-
-#[test]
-fn paging_watch_and_expired_versions() {
-    let api = Api::start(Kind::Mk8s);
+fn paging_watch_and_expired_versions(kind: Kind) {
+    let api = Api::start(kind);
     for i in 0..25 {
         api.create_cm(&format!("cm-{i:02}"));
     }
@@ -671,9 +660,8 @@ fn paging_watch_and_expired_versions() {
     assert_eq!(first["object"]["metadata"]["name"], "later");
 }
 
-#[test]
-fn bad_requests_get_upstream_statuses_and_nothing_is_stored() {
-    let api = Api::start(Kind::Mk8s);
+fn bad_requests_get_upstream_statuses_and_nothing_is_stored(kind: Kind) {
+    let api = Api::start(kind);
     let post = |body: &str, ct: &str| {
         api.curl(&[
             "/api/v1/namespaces/default/configmaps",
@@ -770,9 +758,8 @@ fn bad_requests_get_upstream_statuses_and_nothing_is_stored() {
     assert_eq!(names, "configmap/inferred\n");
 }
 
-#[test]
-fn conflicts_tokens_and_restart() {
-    let mut api = Api::start(Kind::Mk8s);
+fn conflicts_tokens_and_restart(kind: Kind) {
+    let mut api = Api::start(kind);
     api.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n");
     let cm = json(&api.k(&["get", "cm", "c", "-o", "json"]));
     let rv = cm["metadata"]["resourceVersion"]
@@ -923,9 +910,8 @@ fn conflicts_tokens_and_restart() {
     assert_eq!(api.k(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]), "2");
 }
 
-#[test]
-fn python_kubernetes_client_lists_creates_patches_and_watches() {
-    let api = Api::start(Kind::Mk8s);
+fn python_kubernetes_client_lists_creates_patches_and_watches(kind: Kind) {
+    let api = Api::start(kind);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_test.py");
     let out = Command::new("python3")
         .arg(script)
@@ -942,9 +928,8 @@ fn python_kubernetes_client_lists_creates_patches_and_watches() {
     );
 }
 
-#[test]
-fn pods_describe_wait_graceful_delete_and_namespace_lifecycle() {
-    let api = Api::start(Kind::Mk8s);
+fn pods_describe_wait_graceful_delete_and_namespace_lifecycle(kind: Kind) {
+    let api = Api::start(kind);
     assert_eq!(
         api.k(&["run", "p", "--image=busybox:1.36", "--restart=Never"]),
         "pod/p created\n"
@@ -1065,9 +1050,8 @@ fn pods_describe_wait_graceful_delete_and_namespace_lifecycle() {
     );
 }
 
-#[test]
-fn server_side_apply_creates_updates_removes_and_conflicts() {
-    let api = Api::start(Kind::Mk8s);
+fn server_side_apply_creates_updates_removes_and_conflicts(kind: Kind) {
+    let api = Api::start(kind);
     let cm = |data: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n{data}")
     };
@@ -1157,3 +1141,26 @@ fn server_side_apply_creates_updates_removes_and_conflicts() {
     assert_eq!(code, 201, "{out}");
     assert_eq!(json(&out)["data"]["k"], "v");
 }
+
+/// Every scenario runs twice: on the mk8s datastore and on Debian's real etcd 3.4.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_mk8s_datastore {
+            $( #[test] fn $name() { super::$name(crate::etcd::Kind::Mk8s) } )*
+        }
+        mod on_real_etcd {
+            $( #[test] fn $name() { super::$name(crate::etcd::Kind::RealEtcd) } )*
+        }
+    };
+}
+pub(crate) use on_both_stores;
+
+on_both_stores!(
+    kubectl_crud,
+    paging_watch_and_expired_versions,
+    bad_requests_get_upstream_statuses_and_nothing_is_stored,
+    conflicts_tokens_and_restart,
+    python_kubernetes_client_lists_creates_patches_and_watches,
+    pods_describe_wait_graceful_delete_and_namespace_lifecycle,
+    server_side_apply_creates_updates_removes_and_conflicts,
+);

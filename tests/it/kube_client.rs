@@ -34,9 +34,8 @@ fn cm(name: &str) -> ConfigMap {
     }
 }
 
-#[test]
-fn kube_rs_lists_pages_watches_across_restarts_and_conflicts() {
-    let mut api = ApiServer::start(Kind::Mk8s);
+fn kube_rs_lists_pages_watches_across_restarts_and_conflicts(kind: Kind) {
+    let mut api = ApiServer::start(kind);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cms: Api<ConfigMap> = rt.block_on(async {
         let c = client(&api).await;
@@ -138,3 +137,5 @@ fn kube_rs_lists_pages_watches_across_restarts_and_conflicts() {
     wait_for(&mut rx, "after");
     task.abort();
 }
+
+crate::apiserver::on_both_stores!(kube_rs_lists_pages_watches_across_restarts_and_conflicts);
