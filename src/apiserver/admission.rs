@@ -114,3 +114,82 @@ pub async fn admit_namespace(
     }
     Ok(())
 }
+
+/// Where the service-account token volume is mounted in every container.
+const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// ServiceAccount admission for a new pod: the `default` service account when none is named,
+/// and, unless the pod or its service account opts out, the projected `kube-api-access-*`
+/// volume (token, cluster CA, namespace) mounted read-only in every container. The
+/// account's existence is not required yet: the controller that creates `default` in every
+/// namespace belongs to the controller manager.
+pub async fn service_account(state: &State, pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    let name = match spec["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        Some(n) => n.to_string(),
+        None => {
+            spec["serviceAccountName"] = "default".into();
+            "default".to_string()
+        }
+    };
+    if spec["automountServiceAccountToken"] == false {
+        return;
+    }
+    let ns = pod["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if let Some(sa_res) = resources::find("", "v1", "serviceaccounts")
+        && let Ok(Some(s)) = state.storage.get(&key(sa_res, &ns, &name)).await
+        && let Ok(sa) = decode_stored(&s)
+        && sa["automountServiceAccountToken"] == false
+        && pod["spec"]["automountServiceAccountToken"].is_null()
+    {
+        return;
+    }
+    let spec = &mut pod["spec"];
+    let mounted = ["initContainers", "containers"].iter().any(|k| {
+        spec[k].as_array().into_iter().flatten().any(|c| {
+            c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["mountPath"] == TOKEN_MOUNT_PATH)
+        })
+    });
+    if mounted {
+        return;
+    }
+    let volume = format!("kube-api-access-{}", super::registry::name_suffix());
+    let projected = serde_json::json!({
+        "name": volume,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    });
+    match spec["volumes"].as_array_mut() {
+        Some(v) => v.push(projected),
+        None => spec["volumes"] = Value::Array(vec![projected]),
+    }
+    let mount =
+        serde_json::json!({"name": volume, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH});
+    for k in ["initContainers", "containers"] {
+        for c in spec[k].as_array_mut().into_iter().flatten() {
+            match c["volumeMounts"].as_array_mut() {
+                Some(m) => m.push(mount.clone()),
+                None => c["volumeMounts"] = Value::Array(vec![mount.clone()]),
+            }
+        }
+    }
+}

@@ -330,7 +330,7 @@ pub fn new_uid() -> String {
 }
 
 /// Upstream's generateName suffix: five characters without vowels or look-alikes.
-fn name_suffix() -> String {
+pub fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5)
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
@@ -858,6 +858,9 @@ pub async fn create_object(
     reset_status_on_create(res, obj);
     if res.group == "batch" && res.kind == "Job" {
         select_job_pods(obj);
+    }
+    if res.group.is_empty() && res.kind == "Pod" {
+        super::admission::service_account(state, obj).await;
     }
     default_and_validate(res, obj, None)?;
     if let Some(m) = manager {

@@ -948,9 +948,29 @@ fn pods_describe_wait_graceful_delete_and_namespace_lifecycle(kind: Kind) {
         pod["spec"]["containers"][0]["imagePullPolicy"],
         "IfNotPresent"
     );
+    // ServiceAccount admission: the default account and its projected token volume.
+    assert_eq!(pod["spec"]["serviceAccountName"], "default");
+    let volume = &pod["spec"]["volumes"][0];
+    assert!(
+        volume["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("kube-api-access-")
+    );
+    assert_eq!(
+        volume["projected"]["sources"][0]["serviceAccountToken"]["path"],
+        "token"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
     let described = api.k(&["describe", "pod", "p"]);
     assert!(
-        described.starts_with("Name:         p\n")
+        described
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("Name:") && l.ends_with(" p"))
             && described
                 .lines()
                 .any(|l| l.starts_with("Status:") && l.ends_with(" Pending")),
