@@ -753,9 +753,84 @@ fn bad_requests_get_upstream_statuses_and_nothing_is_stored(kind: Kind) {
         verbose.contains("[+]etcd ok") && verbose.ends_with("readyz check passed\n"),
         "{verbose}"
     );
+    // dryRun=All answers as a create would and stores nothing.
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/default/configmaps?dryRun=All",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"metadata":{"name":"dry"}}"#,
+    ]);
+    assert_eq!(code, 201, "{out}");
+    assert!(json(&out)["metadata"]["uid"].is_string());
     // Nothing of the bad requests was stored; the server still serves.
     let names = api.k(&["get", "cm", "-o", "name"]);
     assert_eq!(names, "configmap/inferred\n");
+}
+
+fn preconditions_deletecollection_and_selector_watches(kind: Kind) {
+    let api = Api::start(kind);
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        api.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{tier: {tier}}}\n"
+        ));
+    }
+    let rv = json(&api.curl(&["/api/v1/namespaces/default/configmaps"]).1)["metadata"]
+        ["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A delete whose uid precondition does not hold is a 409 and deletes nothing.
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/default/configmaps/a",
+        "-X",
+        "DELETE",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"preconditions":{"uid":"not-the-uid"}}"#,
+    ]);
+    assert_eq!(code, 409, "{out}");
+    assert!(
+        json(&out)["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID in precondition: not-the-uid")
+    );
+
+    // An object relabelled out of a selector is DELETED for that selector's watchers.
+    api.k(&["label", "cm", "b", "tier=db", "--overwrite"]);
+    let (code, body) = api.curl(&[&format!(
+        "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=tier%3Dweb&resourceVersion={rv}&timeoutSeconds=1"
+    )]);
+    assert_eq!(code, 200);
+    let events: Vec<(String, String)> = body
+        .lines()
+        .map(|l| {
+            let e = json(l);
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(events, [("DELETED".to_string(), "b".to_string())], "{body}");
+
+    // deletecollection with a selector removes exactly the matching objects.
+    let (code, out) = api.curl(&[
+        "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Ddb",
+        "-X",
+        "DELETE",
+    ]);
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(json(&out)["items"].as_array().unwrap().len(), 2);
+    assert_eq!(api.k(&["get", "cm", "-o", "name"]), "configmap/a\n");
 }
 
 fn conflicts_tokens_and_restart(kind: Kind) {
@@ -1177,6 +1252,7 @@ pub(crate) use on_both_stores;
 
 on_both_stores!(
     kubectl_crud,
+    preconditions_deletecollection_and_selector_watches,
     paging_watch_and_expired_versions,
     bad_requests_get_upstream_statuses_and_nothing_is_stored,
     conflicts_tokens_and_restart,
