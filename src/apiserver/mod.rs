@@ -10,6 +10,7 @@ mod admission;
 mod authn;
 mod authz;
 mod bootstrap_objects;
+mod convert;
 mod defaults;
 mod discovery;
 mod metrics;

@@ -268,6 +268,16 @@ pub fn decode_stored(s: &Stored) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A stored value as `res`'s served version.
+pub fn decode_as(res: &Resource, s: &Stored) -> Result<Value, ApiError> {
+    Ok(super::convert::to_served(res, decode_stored(s)?))
+}
+
+/// The stored bytes of an object of `res`'s served version.
+fn encode_as(res: &Resource, v: &Value) -> Vec<u8> {
+    encode(&super::convert::to_stored(res, v.clone()))
+}
+
 fn encode(v: &Value) -> Vec<u8> {
     let mut v = v.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -575,7 +585,7 @@ async fn get(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         .await
         .map_err(|e| storage_err(e, t.res, t.name()))?
         .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
-    let obj = decode_stored(&stored)?;
+    let obj = decode_as(t.res, &stored)?;
     let obj = match t.sub.as_deref() {
         Some("scale") => to_scale(t.res, &obj),
         _ => obj,
@@ -748,7 +758,7 @@ pub async fn read_list(
         let n = page.items.len();
         for s in &page.items {
             last_key = s.key.clone();
-            let obj = decode_stored(s)?;
+            let obj = decode_as(t.res, s)?;
             if sel.matches(t.res, &obj) {
                 items.push(obj);
             }
@@ -887,7 +897,7 @@ pub async fn create_object(
     }
     let rev = state
         .storage
-        .create(&key(res, ns, &name), encode(obj))
+        .create(&key(res, ns, &name), encode_as(res, obj))
         .await
         .map_err(|e| storage_err(e, res, &name))?;
     meta_mut(obj).insert("resourceVersion".into(), rev.to_string().into());
@@ -902,7 +912,7 @@ pub async fn current(state: &State, t: &Target) -> Result<(Value, i64), ApiError
         .await
         .map_err(|e| storage_err(e, t.res, t.name()))?
         .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
-    let obj = decode_stored(&stored)?;
+    let obj = decode_as(t.res, &stored)?;
     Ok((obj, stored.mod_revision))
 }
 
@@ -1118,7 +1128,7 @@ pub async fn apply_update(
     }
     let new_rev = state
         .storage
-        .update(&k, encode(&new), rev)
+        .update(&k, encode_as(res, &new), rev)
         .await
         .map_err(|e| storage_err(e, res, t.name()))?;
     meta_mut(&mut new).insert("resourceVersion".into(), new_rev.to_string().into());
@@ -1269,7 +1279,7 @@ async fn apply_patch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         .get(&key(res, t.ns(), t.name()))
         .await
         .map_err(|e| storage_err(e, res, t.name()))?;
-    let current = stored.as_ref().map(decode_stored).transpose()?;
+    let current = stored.as_ref().map(|s| decode_as(res, s)).transpose()?;
     let merged = super::ssa::apply(
         res.group,
         res.kind,
@@ -1583,7 +1593,7 @@ async fn delete_one(
         let k = key(res, t.ns(), &name);
         let new_rev = state
             .storage
-            .update(&k, encode(&new), rev)
+            .update(&k, encode_as(res, &new), rev)
             .await
             .map_err(|e| storage_err(e, res, &name))?;
         meta_mut(&mut new).insert("resourceVersion".into(), new_rev.to_string().into());

@@ -15,7 +15,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::registry::{ApiResult, Selectors, Target, decode_stored, read_list, to_table};
+use super::registry::{ApiResult, Selectors, Target, decode_as, read_list, to_table};
 use super::resources::Resource;
 use super::server::{Req, State};
 use super::status::ApiError;
@@ -205,7 +205,7 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
 
 /// The events one change means for a watcher with these selectors, and its revision.
 fn translate(res: &Resource, sel: &Selectors, change: Change) -> (Vec<(&'static str, Value)>, i64) {
-    let decode = |s: &super::storage::Stored| decode_stored(s).ok();
+    let decode = |s: &super::storage::Stored| decode_as(res, s).ok();
     match change {
         Change::Progress(rv) => (vec![], rv),
         Change::Put { current, previous } => {

@@ -822,6 +822,35 @@ fn preconditions_deletecollection_and_selector_watches(kind: Kind) {
         .collect();
     assert_eq!(events, [("DELETED".to_string(), "b".to_string())], "{body}");
 
+    // An event recorded through events.k8s.io/v1 is a core/v1 Event too (one store).
+    let uid = json(&api.k(&["get", "cm", "a", "-o", "json"]))["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let event = format!(
+        r#"{{"metadata":{{"name":"ev1"}},"eventTime":"2026-11-23T00:00:00.000000Z","reportingController":"test","reportingInstance":"t1","action":"Testing","reason":"Tested","type":"Normal","note":"it works","regarding":{{"kind":"ConfigMap","namespace":"default","name":"a","uid":"{uid}"}}}}"#
+    );
+    let (code, out) = api.curl(&[
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &event,
+    ]);
+    assert_eq!(code, 201, "{out}");
+    assert_eq!(json(&out)["note"], "it works");
+    let core = json(&api.k(&["get", "events.v1.", "ev1", "-o", "json"]));
+    assert_eq!(core["message"], "it works");
+    assert_eq!(core["involvedObject"]["name"], "a");
+    assert_eq!(core["reportingComponent"], "test");
+    let described = api.k(&["describe", "cm", "a"]);
+    assert!(
+        described.contains("Tested") && described.contains("it works"),
+        "{described}"
+    );
+
     // deletecollection with a selector removes exactly the matching objects.
     let (code, out) = api.curl(&[
         "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Ddb",
