@@ -8,13 +8,22 @@ use std::time::{Duration, Instant};
 
 use crate::util::DataDir;
 
-/// A free loopback port (bound and released: good enough for tests).
+/// A free loopback port. Handed out from a counter below the kernel's ephemeral range, so
+/// tests running in parallel (and their outgoing connections) never get the same port
+/// between one test's check and its server's bind; each is checked free first.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 15_000;
+    const SPAN: u32 = 15_000;
+    let start = (std::process::id() * 7919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Which server to run.
