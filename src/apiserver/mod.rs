@@ -13,6 +13,7 @@ mod bootstrap_objects;
 mod convert;
 mod defaults;
 mod discovery;
+mod feed;
 mod metrics;
 mod openapi;
 mod patch;

@@ -49,6 +49,8 @@ pub struct State {
     pub service_alloc: tokio::sync::Mutex<()>,
     pub namespaces: super::admission::NamespaceCache,
     pub sa_tokens: Option<super::tokens::ServiceAccountTokens>,
+    /// One etcd watch per resource, shared by every API watch of it.
+    pub watches: Arc<super::feed::Hub>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -284,6 +286,7 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
         service_alloc: tokio::sync::Mutex::new(()),
         namespaces: Default::default(),
         sa_tokens,
+        watches: Default::default(),
         shutdown: stop_rx,
     });
     tokio::spawn(super::bootstrap_objects::ensure(state.clone()));

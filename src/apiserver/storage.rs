@@ -291,6 +291,15 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
+    /// Waits for the datastore to confirm the watch, so a compacted start revision is an
+    /// error here rather than later.
+    pub async fn created(&mut self) -> Result<(), StorageError> {
+        let Some(resp) = self.inner.message().await? else {
+            return Err(StorageError::Etcd("the watch stream closed at once".into()));
+        };
+        self.take(resp)
+    }
+
     /// The next change; `None` when the datastore ended the stream.
     pub async fn next(&mut self) -> Result<Option<Change>, StorageError> {
         loop {
@@ -300,40 +309,44 @@ impl WatchStream {
             let Some(resp) = self.inner.message().await? else {
                 return Ok(None);
             };
-            if resp.compact_revision() > 0 {
-                return Err(StorageError::Compacted(resp.compact_revision()));
-            }
-            if resp.canceled() {
-                return Err(StorageError::Etcd(format!(
-                    "watch canceled: {}",
-                    resp.cancel_reason()
-                )));
-            }
+            let progress = resp.events().is_empty() && !resp.created();
             let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            if resp.events().is_empty() {
-                if header_rev > self.after && !resp.created() {
-                    return Ok(Some(Change::Progress(header_rev)));
-                }
-                continue;
-            }
-            for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                let previous = ev.prev_kv().map(stored);
-                self.after = kv.mod_revision();
-                self.pending.push_back(match ev.event_type() {
-                    etcd_client::EventType::Put => Change::Put {
-                        current: stored(kv),
-                        previous,
-                    },
-                    etcd_client::EventType::Delete => Change::Delete {
-                        previous: previous.map(|mut p| {
-                            p.key = String::from_utf8_lossy(kv.key()).into_owned();
-                            p
-                        }),
-                        revision: kv.mod_revision(),
-                    },
-                });
+            self.take(resp)?;
+            if progress && self.pending.is_empty() && header_rev > self.after {
+                return Ok(Some(Change::Progress(header_rev)));
             }
         }
+    }
+
+    /// Queues a response's changes; compaction and cancellation are errors.
+    fn take(&mut self, resp: etcd_client::WatchResponse) -> Result<(), StorageError> {
+        if resp.compact_revision() > 0 {
+            return Err(StorageError::Compacted(resp.compact_revision()));
+        }
+        if resp.canceled() {
+            return Err(StorageError::Etcd(format!(
+                "watch canceled: {}",
+                resp.cancel_reason()
+            )));
+        }
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let previous = ev.prev_kv().map(stored);
+            self.after = kv.mod_revision();
+            self.pending.push_back(match ev.event_type() {
+                etcd_client::EventType::Put => Change::Put {
+                    current: stored(kv),
+                    previous,
+                },
+                etcd_client::EventType::Delete => Change::Delete {
+                    previous: previous.map(|mut p| {
+                        p.key = String::from_utf8_lossy(kv.key()).into_owned();
+                        p
+                    }),
+                    revision: kv.mod_revision(),
+                },
+            });
+        }
+        Ok(())
     }
 }

@@ -140,8 +140,14 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     if send_initial && bookmarks {
         let _ = tx.try_send(enc.bookmark(start, true));
     }
+    // The feed covers the whole resource; this watch keeps the keys of its namespace.
     let prefix = super::registry::prefix(t.res, t.namespace.as_deref().unwrap_or(""));
-    let stream = match state.storage.watch(&prefix, false, start).await {
+    let feed_prefix = super::registry::prefix(t.res, "");
+    let stream = match state
+        .watches
+        .subscribe(&state.storage, &feed_prefix, start)
+        .await
+    {
         Ok(s) => Some(s),
         Err(StorageError::Compacted(oldest)) => {
             let _ = tx.try_send(enc.event("ERROR", expired(rv, oldest)));
@@ -168,7 +174,11 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                     }
                     next = stream.next() => match next {
                         Ok(Some(change)) => {
-                            let (events, rv) = translate(res, &sel, change);
+                            let (events, rv) = if in_prefix(&change, &prefix) {
+                                translate(res, &sel, &change)
+                            } else {
+                                (vec![], super::feed::revision(&change))
+                            };
                             last_rv = last_rv.max(rv);
                             events.into_iter().map(|(k, o)| enc.event(k, o)).collect()
                         }
@@ -204,10 +214,25 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
 }
 
 /// The events one change means for a watcher with these selectors, and its revision.
-fn translate(res: &Resource, sel: &Selectors, change: Change) -> (Vec<(&'static str, Value)>, i64) {
+/// Whether a change is to a key under `prefix` (progress notes always are).
+fn in_prefix(change: &Change, prefix: &str) -> bool {
+    match change {
+        Change::Put { current, .. } => current.key.starts_with(prefix),
+        Change::Delete { previous, .. } => {
+            previous.as_ref().is_some_and(|p| p.key.starts_with(prefix))
+        }
+        Change::Progress(_) => true,
+    }
+}
+
+fn translate(
+    res: &Resource,
+    sel: &Selectors,
+    change: &Change,
+) -> (Vec<(&'static str, Value)>, i64) {
     let decode = |s: &super::storage::Stored| decode_as(res, s).ok();
     match change {
-        Change::Progress(rv) => (vec![], rv),
+        Change::Progress(rv) => (vec![], *rv),
         Change::Put { current, previous } => {
             let rv = current.mod_revision;
             let Some(now) = decode(&current) else {
@@ -227,6 +252,7 @@ fn translate(res: &Resource, sel: &Selectors, change: Change) -> (Vec<(&'static 
             (ev, rv)
         }
         Change::Delete { previous, revision } => {
+            let revision = *revision;
             let Some(mut prev) = previous.as_ref().and_then(decode) else {
                 return (vec![], revision);
             };
