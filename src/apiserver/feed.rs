@@ -52,7 +52,7 @@ pub fn revision(c: &Change) -> i64 {
 
 /// The changes one API watch receives, in revision order.
 pub enum Subscription {
-    Own(WatchStream),
+    Own(Box<WatchStream>),
     Feed {
         backlog: VecDeque<Arc<Change>>,
         rx: broadcast::Receiver<Arc<Note>>,
@@ -155,7 +155,7 @@ impl Hub {
                 drop(feeds);
                 let mut own = storage.watch(prefix, false, after).await?;
                 own.created().await?;
-                return Ok(Subscription::Own(own));
+                return Ok(Subscription::Own(Box::new(own)));
             }
         }
         let mut stream = storage.watch(prefix, false, after).await?;

@@ -235,7 +235,7 @@ fn translate(
         Change::Progress(rv) => (vec![], *rv),
         Change::Put { current, previous } => {
             let rv = current.mod_revision;
-            let Some(now) = decode(&current) else {
+            let Some(now) = decode(current) else {
                 return (vec![], rv);
             };
             let was = previous
