@@ -11,8 +11,9 @@ use tokio::sync::broadcast;
 
 use super::storage::{Change, Storage, StorageError, WatchStream};
 
-/// Changes a feed keeps for watches that start a little in the past.
+/// Changes a feed keeps for watches that start a little in the past, and their bytes at most.
 const RECENT: usize = 1024;
+const RECENT_BYTES: usize = 32 * 1024 * 1024;
 /// Changes a slow watcher may fall behind before its watch is ended (the client re-watches).
 const CHANNEL: usize = 4096;
 
@@ -38,7 +39,19 @@ struct FeedState {
     /// The feed holds every change after this revision.
     from: i64,
     recent: VecDeque<(i64, Arc<Change>)>,
+    recent_bytes: usize,
     dead: bool,
+}
+
+/// The bytes a kept change holds.
+fn size(c: &Change) -> usize {
+    match c {
+        Change::Put { current, previous } => {
+            current.value.len() + previous.as_ref().map_or(0, |p| p.value.len())
+        }
+        Change::Delete { previous, .. } => previous.as_ref().map_or(0, |p| p.value.len()),
+        Change::Progress(_) => 0,
+    }
 }
 
 /// The revision a change happened at.
@@ -125,11 +138,14 @@ impl Feed {
         let c = Arc::new(c);
         let mut st = self.state.lock();
         if !matches!(*c, Change::Progress(_)) {
+            st.recent_bytes += size(&c);
             st.recent.push_back((revision(&c), c.clone()));
-            while st.recent.len() > RECENT {
-                if let Some((r, _)) = st.recent.pop_front() {
-                    st.from = r;
-                }
+            while st.recent.len() > RECENT || st.recent_bytes > RECENT_BYTES {
+                let Some((r, old)) = st.recent.pop_front() else {
+                    break;
+                };
+                st.recent_bytes = st.recent_bytes.saturating_sub(size(&old));
+                st.from = r;
             }
         }
         // No receivers is fine: the feed keeps running for the next watch.
@@ -166,6 +182,7 @@ impl Hub {
             state: Mutex::new(FeedState {
                 from: after,
                 recent: VecDeque::new(),
+                recent_bytes: 0,
                 dead: false,
             }),
         });

@@ -25,6 +25,11 @@ struct Inner {
 
 impl Metrics {
     pub fn observe(&self, method: &str, code: u16, took: Duration) {
+        // A fixed set of labels, whatever methods clients invent.
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => method,
+            _ => "OTHER",
+        };
         let mut m = self.inner.lock();
         *m.total.entry((method.to_string(), code)).or_default() += 1;
         let secs = took.as_secs_f64();

@@ -180,20 +180,87 @@ mod tests {
 }
 
 /// Removes the fields of `obj` its kind does not have (as decoding into upstream's Go types
-/// drops them) and returns their paths (`spec.containers[0].foo`), for `fieldValidation`.
-/// Kinds without a schema are left alone.
-pub fn prune_unknown(api_version: &str, kind: &str, obj: &mut Value) -> Vec<String> {
+/// drops them) and returns their paths (`spec.containers[0].foo`), for `fieldValidation`;
+/// a value of the wrong JSON type is an error, as Go's decoding fails on it. Kinds without a
+/// schema are left alone.
+pub fn prune_unknown(
+    api_version: &str,
+    kind: &str,
+    obj: &mut Value,
+) -> Result<Vec<String>, String> {
     let mut unknown = Vec::new();
     if let Some(i) = message_index(&format!("{}.{kind}", package(api_version)))
         && let Some(map) = obj.as_object_mut()
     {
-        prune_message(i, map, "", &mut unknown, 0, true);
+        prune_message(i, map, "", &mut unknown, 0, true)?;
     }
-    unknown
+    Ok(unknown)
 }
 
 /// Nesting beyond which pruning stops (bodies are bounded; this bounds the recursion).
 const MAX_PRUNE_DEPTH: usize = 64;
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Whether a value has a kind's JSON shape (null stands for the zero value anywhere).
+fn scalar_ok(kind: &Kind, v: &Value) -> bool {
+    match (kind, v) {
+        (_, Value::Null) => true,
+        (Kind::Str | Kind::Bytes, Value::String(_)) => true,
+        (Kind::Bool, Value::Bool(_)) => true,
+        (Kind::Int32 | Kind::Int64, Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (Kind::MapStr | Kind::MapBytes, Value::Object(m)) => {
+            m.values().all(|x| x.is_string() || x.is_null())
+        }
+        _ => false,
+    }
+}
+
+fn go_type(kind: &Kind) -> String {
+    match kind {
+        Kind::Str => "string".into(),
+        Kind::Bytes => "[]uint8".into(),
+        Kind::Bool => "bool".into(),
+        Kind::Int32 => "int32".into(),
+        Kind::Int64 => "int64".into(),
+        Kind::MapStr => "map[string]string".into(),
+        Kind::MapBytes => "map[string][]uint8".into(),
+        Kind::Msg(j) | Kind::MapMsg(j) => MESSAGES
+            .get(usize::from(*j))
+            .map(|m| {
+                let mut parts = m.name.rsplitn(3, '.');
+                let kind = parts.next().unwrap_or("");
+                let version = parts.next().unwrap_or("");
+                format!("{version}.{kind}")
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Whether a value may stand where a message of index `j` is expected.
+fn message_ok(j: usize, v: &Value) -> bool {
+    let name = MESSAGES.get(j).map(|m| m.name).unwrap_or("");
+    match name {
+        // Quantities and int-or-strings read numbers too.
+        "apimachinery.pkg.api.resource.Quantity" | "apimachinery.pkg.util.intstr.IntOrString" => {
+            v.is_string() || v.is_number() || v.is_null()
+        }
+        _ => match special(name) {
+            Some(s) if s["type"] == "string" => v.is_string() || v.is_null(),
+            Some(_) => true,
+            None => v.is_object() || v.is_null(),
+        },
+    }
+}
 
 fn prune_message(
     i: usize,
@@ -202,10 +269,12 @@ fn prune_message(
     unknown: &mut Vec<String>,
     depth: usize,
     top: bool,
-) {
-    let Some(m) = MESSAGES.get(i) else { return };
+) -> Result<(), String> {
+    let Some(m) = MESSAGES.get(i) else {
+        return Ok(());
+    };
     if depth > MAX_PRUNE_DEPTH || special(m.name).is_some() {
-        return;
+        return Ok(());
     }
     let field = |name: &str| {
         m.fields.iter().find_map(|f| {
@@ -220,6 +289,7 @@ fn prune_message(
             }
         })
     };
+    let owner = m.name.rsplit('.').next().unwrap_or(m.name);
     let keys: Vec<String> = obj.keys().cloned().collect();
     for k in keys {
         if top && (k == "apiVersion" || k == "kind") {
@@ -236,43 +306,65 @@ fn prune_message(
             continue;
         };
         let Some(v) = obj.get_mut(&k) else { continue };
+        let wrong = |v: &Value, t: String| {
+            format!(
+                "json: cannot unmarshal {} into Go struct field {owner}.{p} of type {t}",
+                json_type(v)
+            )
+        };
+        if f.repeated && !(v.is_array() || v.is_null()) {
+            return Err(wrong(v, format!("[]{}", go_type(&f.kind))));
+        }
         match (&f.kind, f.repeated) {
             (Kind::Msg(j), false) => {
+                let j = usize::from(*j);
+                if !message_ok(j, v) {
+                    return Err(wrong(v, go_type(&f.kind)));
+                }
                 if let Some(o) = v.as_object_mut() {
-                    prune_message(usize::from(*j), o, &p, unknown, depth + 1, false);
+                    prune_message(j, o, &p, unknown, depth + 1, false)?;
                 }
             }
             (Kind::Msg(j), true) => {
+                let j = usize::from(*j);
                 for (n, item) in v.as_array_mut().into_iter().flatten().enumerate() {
+                    if !message_ok(j, item) {
+                        return Err(wrong(item, go_type(&f.kind)));
+                    }
                     if let Some(o) = item.as_object_mut() {
-                        prune_message(
-                            usize::from(*j),
-                            o,
-                            &format!("{p}[{n}]"),
-                            unknown,
-                            depth + 1,
-                            false,
-                        );
+                        prune_message(j, o, &format!("{p}[{n}]"), unknown, depth + 1, false)?;
                     }
                 }
             }
             (Kind::MapMsg(j), _) => {
+                let j = usize::from(*j);
+                if !(v.is_object() || v.is_null()) {
+                    return Err(wrong(v, format!("map[string]{}", go_type(&f.kind))));
+                }
                 for (key, item) in v.as_object_mut().into_iter().flatten() {
+                    if !message_ok(j, item) {
+                        return Err(wrong(item, go_type(&f.kind)));
+                    }
                     if let Some(o) = item.as_object_mut() {
-                        prune_message(
-                            usize::from(*j),
-                            o,
-                            &format!("{p}.{key}"),
-                            unknown,
-                            depth + 1,
-                            false,
-                        );
+                        prune_message(j, o, &format!("{p}.{key}"), unknown, depth + 1, false)?;
                     }
                 }
             }
-            _ => {}
+            (kind, true) => {
+                for item in v.as_array().into_iter().flatten() {
+                    if !scalar_ok(kind, item) {
+                        return Err(wrong(item, go_type(kind)));
+                    }
+                }
+            }
+            (kind, false) => {
+                if !scalar_ok(kind, v) {
+                    return Err(wrong(v, go_type(kind)));
+                }
+            }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -287,7 +379,7 @@ mod prune_tests {
                 {"name": "c", "image": "i", "imagePullPolicy": "Always", "imag": "typo",
                  "resources": {"limits": {"cpu": "1"}}}],
                 "volumes": [{"name": "v", "configMap": {"name": "cm"}, "nope": {}}]}}}});
-        let unknown = prune_unknown("apps/v1", "Deployment", &mut d);
+        let unknown = prune_unknown("apps/v1", "Deployment", &mut d).unwrap();
         assert_eq!(
             unknown,
             [
@@ -307,6 +399,22 @@ mod prune_tests {
             "1"
         );
         let mut cm = json!({"data": {"a": "b"}, "extra": true});
-        assert_eq!(prune_unknown("v1", "ConfigMap", &mut cm), ["extra"]);
+        assert_eq!(
+            prune_unknown("v1", "ConfigMap", &mut cm).unwrap(),
+            ["extra"]
+        );
+        let mut bad = json!({"spec": "x"});
+        assert_eq!(
+            prune_unknown("batch/v1", "Job", &mut bad).unwrap_err(),
+            "json: cannot unmarshal string into Go struct field Job.spec of type v1.JobSpec"
+        );
+        let mut bad = json!({"spec": {"containers": ["x"]}});
+        assert!(prune_unknown("v1", "Pod", &mut bad).is_err());
+        let mut bad = json!({"spec": {"replicas": "3"}});
+        assert!(prune_unknown("apps/v1", "Deployment", &mut bad).is_err());
+        let mut ok = json!({"spec": {"template": {"spec": {"containers": [{"name": "c",
+            "resources": {"limits": {"cpu": 1}}, "ports": [{"containerPort": 80}],
+            "livenessProbe": {"httpGet": {"port": "http"}}}]}}}});
+        assert!(prune_unknown("apps/v1", "Deployment", &mut ok).is_ok());
     }
 }

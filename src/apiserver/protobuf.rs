@@ -149,10 +149,13 @@ pub fn decode(body: &[u8]) -> Result<(String, String, Value), PbError> {
         }
     }
     let name = format!("{}.{kind}", package(&api_version));
-    let idx = message_index(&name).ok_or_else(|| PbError::UnknownType {
-        api_version: api_version.clone(),
-        kind: kind.clone(),
-    })?;
+    // Options such as DeleteOptions come under any group's version but are meta/v1 types.
+    let idx = message_index(&name)
+        .or_else(|| message_index(&format!("apimachinery.pkg.apis.meta.v1.{kind}")))
+        .ok_or_else(|| PbError::UnknownType {
+            api_version: api_version.clone(),
+            kind: kind.clone(),
+        })?;
     let mut obj = decode_message(raw, idx, 0)?;
     if let Some(o) = obj.as_object_mut() {
         o.insert("apiVersion".into(), api_version.clone().into());

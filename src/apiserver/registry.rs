@@ -38,6 +38,13 @@ pub type ApiResult = Result<Response<Body>, ApiError>;
 
 pub async fn handle(state: &Arc<State>, req: Req, path: &str) -> Response<Body> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Discovery documents are non-resource paths.
+    if segs.len() <= 3
+        && !(segs.len() == 3 && segs[0] == "api")
+        && let Some(denied) = super::server::authorize_path(state, &req, path)
+    {
+        return denied;
+    }
     let (group, version, rest) = match segs.as_slice() {
         ["api"] => return discovery::api(&req, &state.config.server_address()),
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -135,6 +142,14 @@ async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -
             )));
         }
     };
+    if let Some(sub) = &t.sub
+        && !Resource::sub_verbs(sub).contains(&verb)
+    {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource ({verb} {}/{sub})",
+            t.res.plural
+        )));
+    }
     if t.res.create_only && verb != "create" {
         return Err(ApiError::MethodNotAllowed(
             "the server does not allow this method on the requested resource".into(),
@@ -321,7 +336,12 @@ pub fn storage_err(e: StorageError, res: &Resource, name: &str) -> ApiError {
 pub use crate::common::clock::now_rfc3339;
 
 fn rfc3339_in(secs: i64) -> String {
-    crate::common::clock::rfc3339(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs))
+    let now = time::OffsetDateTime::now_utc();
+    // Grace periods are client input: an absurd one must not overflow the clock.
+    let later = now
+        .checked_add(time::Duration::seconds(secs.clamp(0, 100 * 365 * 86_400)))
+        .unwrap_or(now);
+    crate::common::clock::rfc3339(later)
 }
 
 pub fn new_uid() -> String {
@@ -441,7 +461,12 @@ fn check_fields(req: &Req, api_version: &str, kind: &str, obj: &mut Value) -> Re
             "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {mode:?}"
         )));
     }
-    let unknown = super::openapi::prune_unknown(api_version, kind, obj);
+    let version = api_version.rsplit('/').next().unwrap_or(api_version);
+    let unknown = super::openapi::prune_unknown(api_version, kind, obj).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}"
+        ))
+    })?;
     if unknown.is_empty() || mode == "Ignore" {
         return Ok(());
     }
@@ -450,7 +475,6 @@ fn check_fields(req: &Req, api_version: &str, kind: &str, obj: &mut Value) -> Re
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
     if mode == "Strict" {
-        let version = api_version.rsplit('/').next().unwrap_or(api_version);
         return Err(ApiError::BadRequest(format!(
             "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
             each.join(", ")
@@ -655,10 +679,8 @@ fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v["rv"].as_i64().filter(|r| *r > 0).ok_or_else(bad)?;
+    // Any start is safe: the read stays within the collection's key range.
     let start = v["start"].as_str().ok_or_else(bad)?.to_string();
-    if start.contains("..") || start.starts_with('/') {
-        return Err(bad());
-    }
     Ok((rv, start))
 }
 
@@ -1012,6 +1034,15 @@ pub async fn apply_update(
             )));
         }
     };
+    // A namespace's finalizers change only through `finalize`.
+    if t.sub.is_none() && res.group.is_empty() && res.kind == "Namespace" {
+        new["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
+        if old["spec"]["finalizers"].is_null()
+            && let Some(spec) = new["spec"].as_object_mut()
+        {
+            spec.remove("finalizers");
+        }
+    }
     // Metadata the server owns is kept from the stored object.
     {
         let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
@@ -1091,10 +1122,14 @@ pub async fn apply_update(
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), g.into());
     }
-    if res.group.is_empty() && res.kind == "Service" {
-        let _g = state.service_alloc.lock().await;
+    // Held through the write, so two Services never get the same IP or node port.
+    let _alloc_guard = if res.group.is_empty() && res.kind == "Service" {
+        let g = state.service_alloc.lock().await;
         super::services::allocate(state, &mut new, Some(old)).await?;
-    }
+        Some(g)
+    } else {
+        None
+    };
     if new == *old {
         // Nothing changed: no write, same resourceVersion (kubectl apply twice is a no-op).
         return Ok(new);
@@ -1387,10 +1422,12 @@ async fn patch_object(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         if attempt == 0 {
             check_fields(req, &av, pk, &mut patched)?;
         } else {
-            super::openapi::prune_unknown(&av, pk, &mut patched);
+            super::openapi::prune_unknown(&av, pk, &mut patched).map_err(ApiError::BadRequest)?;
         }
-        let pinned = meta_str(&patched, "resourceVersion").to_string();
-        if !pinned.is_empty() && pinned != rev.to_string() {
+        // Only a resourceVersion the patch itself sets is a precondition; otherwise the
+        // patch is re-applied to the newer object when another write wins (as upstream).
+        let pinned = patch_sets_resource_version(ptype, &req.body);
+        if pinned && meta_str(&patched, "resourceVersion") != rev.to_string() {
             return Err(ApiError::conflict(t.res.group, t.res.plural, t.name()));
         }
         if meta_str(&patched, "name") != t.name() && !meta_str(&patched, "name").is_empty() {
@@ -1408,11 +1445,25 @@ async fn patch_object(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                 };
                 return Ok(json_response(200, &o));
             }
-            Err(ApiError::Conflict { .. }) if pinned.is_empty() && attempt < 4 => continue,
+            Err(ApiError::Conflict { .. }) if !pinned && attempt < 4 => continue,
             Err(e) => return Err(e),
         }
     }
     Err(ApiError::conflict(t.res.group, t.res.plural, t.name()))
+}
+
+/// Whether a patch body sets `metadata.resourceVersion` (making it a precondition).
+fn patch_sets_resource_version(ptype: patch::PatchType, body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    match ptype {
+        patch::PatchType::Json => v.as_array().is_some_and(|ops| {
+            ops.iter()
+                .any(|op| op["path"] == "/metadata/resourceVersion" && op["op"] != "test")
+        }),
+        _ => v["metadata"]["resourceVersion"].is_string(),
+    }
 }
 
 /// DeleteOptions from the body and query.
@@ -1425,8 +1476,15 @@ struct DeleteOptions {
 }
 
 fn delete_options(req: &Req) -> Result<DeleteOptions, ApiError> {
+    let is_protobuf = req
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("application/vnd.kubernetes.protobuf"));
     let body: Value = if req.body.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if is_protobuf {
+        protobuf::decode(&req.body)
+            .map(|(_, _, v)| v)
+            .map_err(|e| ApiError::BadRequest(format!("cannot decode DeleteOptions: {e}")))?
     } else {
         serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::BadRequest(format!(
@@ -1529,6 +1587,14 @@ async fn delete_one(
     }
     let is_pod = res.group.is_empty() && res.kind == "Pod";
     let is_ns = res.group.is_empty() && res.kind == "Namespace";
+    if is_ns && matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
+        return Err(ApiError::forbidden(
+            "",
+            "namespaces",
+            &name,
+            "this namespace may not be deleted",
+        ));
+    }
     let mut finalizers: Vec<Value> = obj["metadata"]["finalizers"]
         .as_array()
         .cloned()
@@ -1686,6 +1752,7 @@ pub async fn bind_pod(state: &State, req: &Req, ns: &str, name: &str, body: &Val
         name: Some(name.to_string()),
         sub: None,
     };
+    let mut bound = false;
     for _ in 0..5 {
         let (pod, rev) = current(state, &pods).await?;
         if !pod["metadata"]["deletionTimestamp"].is_null() {
@@ -1714,6 +1781,7 @@ pub async fn bind_pod(state: &State, req: &Req, ns: &str, name: &str, body: &Val
         conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}));
         new["status"]["conditions"] = Value::Array(conds);
         if dry_run(req) {
+            bound = true;
             break;
         }
         match state
@@ -1721,10 +1789,16 @@ pub async fn bind_pod(state: &State, req: &Req, ns: &str, name: &str, body: &Val
             .update(&key(pods.res, ns, name), encode(&new), rev)
             .await
         {
-            Ok(_) => break,
+            Ok(_) => {
+                bound = true;
+                break;
+            }
             Err(StorageError::Conflict(_)) => continue,
             Err(e) => return Err(storage_err(e, pods.res, name)),
         }
+    }
+    if !bound {
+        return Err(ApiError::conflict("", "pods", name));
     }
     Ok(json_response(
         201,
@@ -1767,9 +1841,6 @@ mod tests {
             (42, "default/cm-9\u{0}".to_string())
         );
         assert!(decode_continue("garbage!").is_err());
-        let evil = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(r#"{"v":"meta.k8s.io/v1","rv":3,"start":"../secrets/"}"#);
-        assert!(decode_continue(&evil).is_err());
     }
 
     #[test]

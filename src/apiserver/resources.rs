@@ -64,7 +64,7 @@ impl Resource {
 
     pub fn sub_verbs(sub: &str) -> &'static [&'static str] {
         match sub {
-            "status" | "scale" => &["get", "patch", "update"],
+            "status" | "scale" | "approval" => &["get", "patch", "update"],
             "finalize" => &["update"],
             _ => &["create"],
         }

@@ -41,21 +41,47 @@ pub async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                 ));
             }
             let header = format!("Bearer {token}");
-            let user = match state.authn.authenticate(&Credentials {
-                authorization: Some(&header),
-                peer: None,
-                headers: None,
-            }) {
-                Some(u) => Some(u),
-                None => super::tokens::authenticate(state, token).await,
+            let api_audiences = state
+                .sa_tokens
+                .as_ref()
+                .map(|t| t.api_audiences())
+                .unwrap_or_default();
+            let requested: Vec<String> = spec["audiences"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .filter(|a: &Vec<String>| !a.is_empty())
+                .unwrap_or_else(|| api_audiences.clone());
+            // Static tokens are the API server's: good only where its audiences are asked for.
+            let static_user = state
+                .authn
+                .authenticate(&Credentials {
+                    authorization: Some(&header),
+                    peer: None,
+                    headers: None,
+                })
+                .map(|u| {
+                    let granted: Vec<String> = requested
+                        .iter()
+                        .filter(|a| api_audiences.is_empty() || api_audiences.contains(a))
+                        .cloned()
+                        .collect();
+                    (u, granted)
+                })
+                .filter(|(_, granted)| !granted.is_empty());
+            let user = match static_user {
+                Some(found) => Some(found),
+                None => super::tokens::authenticate_for(state, token, &requested).await,
             };
-            let audiences = spec["audiences"].as_array().cloned().unwrap_or_default();
             obj["status"] = match user {
-                Some(u) => {
-                    json!({"authenticated": true, "user": u.to_json(), "audiences": audiences})
+                Some((u, granted)) => {
+                    json!({"authenticated": true, "user": u.to_json(), "audiences": granted})
                 }
                 None => {
-                    json!({"authenticated": false, "user": {}, "audiences": audiences, "error": "invalid bearer token"})
+                    json!({"authenticated": false, "user": {}, "error": "invalid bearer token"})
                 }
             };
             Ok(created(obj))

@@ -291,6 +291,14 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
     });
     tokio::spawn(super::bootstrap_objects::ensure(state.clone()));
     tokio::spawn(super::admission::run_cache(state.clone()));
+    // Large lists leave freed pages in glibc's arenas; give them back now and then.
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            crate::common::heap::trim();
+        }
+    });
     tracing::info!("API server listening on https://{addr}");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -301,7 +309,11 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
+                let Ok((tcp, _)) = accepted else {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let tls = tls.clone();
                 let state = state.clone();
@@ -336,8 +348,13 @@ async fn serve_connection(tls: TlsAcceptor, tcp: tokio::net::TcpStream, state: A
         let peer = peer.clone();
         async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
     });
-    let builder =
+    let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // A client that never finishes its headers is dropped.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
     let _ = builder
         .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
         .await;
@@ -440,9 +457,11 @@ async fn handle_inner(
             None => None,
         },
     };
+    let presented = parts.headers.contains_key(hyper::header::AUTHORIZATION);
     let user = match user {
         Some(u) => u,
-        None if is_public(&path) => UserInfo::anonymous(),
+        // Credentials that fail are a 401 even where anonymous would do (as upstream).
+        None if is_public(&path) && !presented => UserInfo::anonymous(),
         None => return refuse(body, &ApiError::Unauthorized).await,
     };
 
@@ -456,7 +475,8 @@ async fn handle_inner(
         .iter()
         .any(|(k, v)| k == "watch" && !matches!(v.to_ascii_lowercase().as_str(), "false" | "0"))
         || path.contains("/watch/");
-    let _permit = if is_watch {
+    // Health probes and watches do not count against the in-flight limits.
+    let _permit = if is_watch || is_public(&path) {
         None
     } else {
         match sem.try_acquire() {
@@ -499,8 +519,17 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// An error answered before the body was wanted: the body is read and dropped first (up to
 /// a bound), since HTTP/2 clients treat a reset stream as a transport failure.
-async fn refuse(body: Incoming, e: &ApiError) -> Response<Body> {
-    let _ = tokio::time::timeout(Duration::from_secs(5), read_body(body)).await;
+async fn refuse(mut body: Incoming, e: &ApiError) -> Response<Body> {
+    let drain = async {
+        let mut total = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            total += frame.data_ref().map_or(0, |d| d.len());
+            if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     error_response(e)
 }
 
@@ -552,25 +581,9 @@ async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
     } else {
         path
     };
-    // Non-resource requests are authorized by path.
     if !path.starts_with("/api/") && !path.starts_with("/apis/") {
-        let attrs = Attributes {
-            verb: req.method.as_str().to_lowercase(),
-            path: path.clone(),
-            resource_request: false,
-            ..Default::default()
-        };
-        if !is_public(&path) {
-            let d = state.authz.authorize(&req.user, &attrs);
-            if !d.allowed {
-                return error_response(&ApiError::Forbidden {
-                    message: format!(
-                        "forbidden: {}",
-                        super::authz::forbidden_message(&req.user, &attrs)
-                    ),
-                    details: None,
-                });
-            }
+        if let Some(denied) = authorize_path(state, &req, &path) {
+            return denied;
         }
         return match path.as_str() {
             "/version" => json_response(200, &version()),
@@ -598,6 +611,30 @@ async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
         };
     }
     super::registry::handle(state, req, &path).await
+}
+
+/// Authorizes a non-resource request by its path (public paths need nothing); the refusal,
+/// if any.
+pub fn authorize_path(state: &State, req: &Req, path: &str) -> Option<Response<Body>> {
+    if is_public(path) {
+        return None;
+    }
+    let attrs = Attributes {
+        verb: req.method.as_str().to_lowercase(),
+        path: path.to_string(),
+        resource_request: false,
+        ..Default::default()
+    };
+    let d = state.authz.authorize(&req.user, &attrs);
+    (!d.allowed).then(|| {
+        error_response(&ApiError::Forbidden {
+            message: format!(
+                "forbidden: {}",
+                super::authz::forbidden_message(&req.user, &attrs)
+            ),
+            details: None,
+        })
+    })
 }
 
 /// Upstream's answer for a path nothing serves.

@@ -37,7 +37,8 @@ async fn in_use(
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
     for s in &page.items {
-        let svc = decode_stored(s)?;
+        // One unreadable Service must not block every other Service write.
+        let Ok(svc) = decode_stored(s) else { continue };
         if meta_str(&svc, "uid") == except_uid {
             continue;
         }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -94,6 +95,12 @@ struct Claims {
         skip_serializing
     )]
     legacy_uid: Option<String>,
+    #[serde(
+        rename = "kubernetes.io/serviceaccount/secret.name",
+        default,
+        skip_serializing
+    )]
+    legacy_secret: Option<String>,
 }
 
 impl ServiceAccountTokens {
@@ -138,8 +145,14 @@ impl ServiceAccountTokens {
             .map_err(|e| ApiError::Internal(format!("cannot sign the token: {e}")))
     }
 
-    /// The claims of a token we signed, if its signature and times are valid.
-    fn verify(&self, token: &str) -> Option<Claims> {
+    /// The API server's own audience (upstream's default `--api-audiences`: the issuer).
+    pub fn api_audiences(&self) -> Vec<String> {
+        vec![self.issuer.clone()]
+    }
+
+    /// The claims of a token we signed, if its signature and times are valid and it is
+    /// meant for one of `audiences`.
+    fn verify(&self, token: &str, audiences: &[String]) -> Option<Claims> {
         let mut v = Validation::new(Algorithm::ES256);
         v.validate_aud = false;
         v.required_spec_claims.clear();
@@ -148,14 +161,14 @@ impl ServiceAccountTokens {
         let c = data.claims;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if c.iss == LEGACY_ISSUER {
+            // Legacy tokens carry no audience and no expiry; the secret they name is checked.
             return Some(c);
         }
         if c.iss != self.issuer || c.exp.is_none_or(|e| e <= now) || c.nbf.is_some_and(|n| n > now)
         {
             return None;
         }
-        // The API server's audience is its issuer (upstream's default --api-audiences).
-        if !c.aud.is_empty() && !c.aud.contains(&self.issuer) {
+        if !c.aud.iter().any(|a| audiences.contains(a)) {
             return None;
         }
         Some(c)
@@ -172,13 +185,35 @@ async fn stored(state: &State, plural: &str, ns: &str, name: &str) -> Option<Val
     decode_stored(&s).ok()
 }
 
-/// The service account a JWT bearer token proves, after checking the objects it names.
+/// The service account a JWT bearer token proves to the API server.
 pub async fn authenticate(state: &State, token: &str) -> Option<UserInfo> {
+    let audiences = state.sa_tokens.as_ref()?.api_audiences();
+    authenticate_for(state, token, &audiences)
+        .await
+        .map(|(u, _)| u)
+}
+
+/// The service account a JWT proves for one of `audiences`, and the audiences it is good
+/// for, after checking that the objects it names still exist.
+pub async fn authenticate_for(
+    state: &State,
+    token: &str,
+    audiences: &[String],
+) -> Option<(UserInfo, Vec<String>)> {
     if !looks_like_jwt(token) {
         return None;
     }
     let tokens = state.sa_tokens.as_ref()?;
-    let c = tokens.verify(token)?;
+    let c = tokens.verify(token, audiences)?;
+    let granted: Vec<String> = if c.iss == LEGACY_ISSUER {
+        audiences.to_vec()
+    } else {
+        c.aud
+            .iter()
+            .filter(|a| audiences.contains(a))
+            .cloned()
+            .collect()
+    };
     let (ns, name, uid) = match &c.kube {
         Some(k) => (
             k.namespace.clone(),
@@ -207,7 +242,18 @@ pub async fn authenticate(state: &State, token: &str) -> Option<UserInfo> {
             return None;
         }
     }
-    Some(UserInfo {
+    if c.iss == LEGACY_ISSUER {
+        // Deleting the token's secret revokes it.
+        let secret = c.legacy_secret.as_deref()?;
+        let s = stored(state, "secrets", &ns, secret).await?;
+        let stored_token = s["data"]["token"]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())?;
+        if stored_token != token.as_bytes() {
+            return None;
+        }
+    }
+    let user = UserInfo {
         name: format!("system:serviceaccount:{ns}:{name}"),
         uid,
         groups: vec![
@@ -216,7 +262,8 @@ pub async fn authenticate(state: &State, token: &str) -> Option<UserInfo> {
             "system:authenticated".into(),
         ],
         ..Default::default()
-    })
+    };
+    Some((user, granted))
 }
 
 /// `POST …/serviceaccounts/<name>/token`: a TokenRequest answered with a signed token.
@@ -307,6 +354,7 @@ pub async fn token_request(state: &State, t: &Target, mut body: Value) -> Result
         legacy_namespace: None,
         legacy_name: None,
         legacy_uid: None,
+        legacy_secret: None,
     };
     let token = tokens.sign(&claims)?;
     let expires = time::OffsetDateTime::from_unix_timestamp(now + expiration)
@@ -357,29 +405,36 @@ mod tests {
             legacy_namespace: None,
             legacy_name: None,
             legacy_uid: None,
+            legacy_secret: None,
         }
     }
 
     #[test]
     fn signed_tokens_verify_and_tampered_or_expired_ones_do_not() {
         let k = keys();
+        let api = k.api_audiences();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let good = k.sign(&claims(now + 600, DEFAULT_ISSUER)).unwrap();
-        assert_eq!(
-            k.verify(&good).unwrap().kube.unwrap().serviceaccount.name,
-            "bot"
-        );
+        let name = k
+            .verify(&good, &api)
+            .unwrap()
+            .kube
+            .unwrap()
+            .serviceaccount
+            .name;
+        assert_eq!(name, "bot");
+        let expired = k.sign(&claims(now - 1, DEFAULT_ISSUER)).unwrap();
+        assert!(k.verify(&expired, &api).is_none());
+        let vault = k.sign(&claims(now + 600, "vault")).unwrap();
         assert!(
-            k.verify(&k.sign(&claims(now - 1, DEFAULT_ISSUER)).unwrap())
-                .is_none()
+            k.verify(&vault, &api).is_none(),
+            "a token for another audience"
         );
-        assert!(
-            k.verify(&k.sign(&claims(now + 600, "vault")).unwrap())
-                .is_none()
-        );
+        assert!(k.verify(&vault, &["vault".to_string()]).is_some());
+        assert!(k.verify(&good, &["vault".to_string()]).is_none());
         let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
         parts[1] = parts[1].replace('a', "b");
-        assert!(k.verify(&parts.join(".")).is_none());
-        assert!(keys().verify(&good).is_none(), "another key's token");
+        assert!(k.verify(&parts.join("."), &api).is_none());
+        assert!(keys().verify(&good, &api).is_none(), "another key's token");
     }
 }

@@ -84,8 +84,22 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         None | Some("") => 0,
         Some(s) => s
             .parse()
-            .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {s:?}")))?,
+            .ok()
+            .filter(|r: &i64| *r >= 0)
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid resource version: {s:?}")))?,
     };
+    if rv > 0 {
+        let current = state
+            .storage
+            .revision()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if rv > current {
+            return Err(ApiError::Timeout(format!(
+                "Too large resource version: {rv}, current: {current}"
+            )));
+        }
+    }
     let timeout = match req.param("timeoutSeconds") {
         Some(s) => Duration::from_secs(
             s.parse::<u64>()
@@ -133,13 +147,6 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         rv
     };
 
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    for obj in initial {
-        let _ = tx.try_send(enc.event("ADDED", obj));
-    }
-    if send_initial && bookmarks {
-        let _ = tx.try_send(enc.bookmark(start, true));
-    }
     // The feed covers the whole resource; this watch keeps the keys of its namespace.
     let prefix = super::registry::prefix(t.res, t.namespace.as_deref().unwrap_or(""));
     let feed_prefix = super::registry::prefix(t.res, "");
@@ -148,61 +155,71 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         .subscribe(&state.storage, &feed_prefix, start)
         .await
     {
-        Ok(s) => Some(s),
-        Err(StorageError::Compacted(oldest)) => {
-            let _ = tx.try_send(enc.event("ERROR", expired(rv, oldest)));
-            None
-        }
+        Ok(s) => Ok(s),
+        Err(StorageError::Compacted(oldest)) => Err(oldest),
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
-    if let Some(mut stream) = stream {
-        let res = t.res;
-        let mut shutdown = state.shutdown.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-            tick.tick().await;
-            let mut last_rv = start;
-            loop {
-                let out = tokio::select! {
-                    _ = &mut deadline => break,
-                    _ = tx.closed() => break,
-                    _ = shutdown.changed() => break,
-                    _ = tick.tick() => {
-                        if bookmarks { vec![enc.bookmark(last_rv, false)] } else { vec![] }
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let res = t.res;
+    let mut shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        // Initial events wait for the client like any other (never dropped).
+        for obj in initial {
+            if tx.send(enc.event("ADDED", obj)).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && bookmarks && tx.send(enc.bookmark(start, true)).await.is_err() {
+            return;
+        }
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(oldest) => {
+                let _ = tx.send(enc.event("ERROR", expired(rv, oldest))).await;
+                return;
+            }
+        };
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+        tick.tick().await;
+        let mut last_rv = start;
+        loop {
+            let out = tokio::select! {
+                _ = &mut deadline => break,
+                _ = tx.closed() => break,
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    if bookmarks { vec![enc.bookmark(last_rv, false)] } else { vec![] }
+                }
+                next = stream.next() => match next {
+                    Ok(Some(change)) => {
+                        let (events, rv) = if in_prefix(&change, &prefix) {
+                            translate(res, &sel, &change)
+                        } else {
+                            (vec![], super::feed::revision(&change))
+                        };
+                        last_rv = last_rv.max(rv);
+                        events.into_iter().map(|(k, o)| enc.event(k, o)).collect()
                     }
-                    next = stream.next() => match next {
-                        Ok(Some(change)) => {
-                            let (events, rv) = if in_prefix(&change, &prefix) {
-                                translate(res, &sel, &change)
-                            } else {
-                                (vec![], super::feed::revision(&change))
-                            };
-                            last_rv = last_rv.max(rv);
-                            events.into_iter().map(|(k, o)| enc.event(k, o)).collect()
-                        }
-                        Ok(None) => break,
-                        Err(StorageError::Compacted(oldest)) => {
-                            let _ = tx.send(enc.event("ERROR", expired(last_rv, oldest))).await;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!("watch of {} ended: {e}", res.plural);
-                            break;
-                        }
-                    },
-                };
-                for b in out {
-                    if tx.send(b).await.is_err() {
-                        return;
+                    Ok(None) => break,
+                    Err(StorageError::Compacted(oldest)) => {
+                        let _ = tx.send(enc.event("ERROR", expired(last_rv, oldest))).await;
+                        break;
                     }
+                    Err(e) => {
+                        tracing::warn!("watch of {} ended: {e}", res.plural);
+                        break;
+                    }
+                },
+            };
+            for b in out {
+                if tx.send(b).await.is_err() {
+                    return;
                 }
             }
-        });
-    } else {
-        drop(tx);
-    }
+        }
+    });
     let body = StreamBody::new(
         tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|b| Ok::<_, Infallible>(Frame::data(b))),

@@ -7,6 +7,7 @@ pub mod args;
 pub mod clock;
 pub mod fault;
 pub mod fsutil;
+pub mod heap;
 pub mod host;
 pub mod paths;
 pub mod txn;

@@ -272,7 +272,7 @@ async fn auto_compact(store: Arc<Store>, retention: Duration) {
             match store.write(store::WriteOp::Compact(rev)).await {
                 Ok(_) => {
                     tracing::info!(rev, "auto-compacted history");
-                    trim_heap();
+                    crate::common::heap::trim();
                 }
                 Err(e) => tracing::debug!(rev, error = %e, "auto-compaction skipped"),
             }
@@ -319,14 +319,6 @@ async fn serve(
         })
         .await
         .map_err(|cause| DatastoreError::Serve { addr, cause })
-}
-
-/// Hands memory freed by a compaction back to the OS.
-fn trim_heap() {
-    // SAFETY: malloc_trim only releases free heap pages; it has no other effect.
-    unsafe {
-        nix::libc::malloc_trim(0);
-    }
 }
 
 /// Runs the datastore until SIGTERM or SIGINT.

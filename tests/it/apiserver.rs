@@ -753,6 +753,51 @@ fn bad_requests_get_upstream_statuses_and_nothing_is_stored(kind: Kind) {
         verbose.contains("[+]etcd ok") && verbose.ends_with("readyz check passed\n"),
         "{verbose}"
     );
+    // Values of the wrong JSON type are a 400, as Go's decoding refuses them.
+    for (url, body) in [
+        (
+            "/apis/batch/v1/namespaces/default/jobs",
+            r#"{"metadata":{"name":"j"},"spec":"x"}"#,
+        ),
+        (
+            "/api/v1/namespaces/default/pods",
+            r#"{"metadata":{"name":"p"},"spec":{"containers":["x"]}}"#,
+        ),
+        (
+            "/apis/apps/v1/namespaces/default/deployments",
+            r#"{"metadata":{"name":"d"},"spec":{"replicas":"3"}}"#,
+        ),
+    ] {
+        let (code, out) = api.curl(&[
+            url,
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ]);
+        assert_eq!(code, 400, "{url}: {out}");
+        assert!(
+            json(&out)["message"]
+                .as_str()
+                .unwrap()
+                .contains("json: cannot unmarshal"),
+            "{out}"
+        );
+    }
+    // Subresources answer only their own verbs; the system namespaces stay.
+    let (code, _) = api.curl(&[
+        "/api/v1/namespaces/default/pods/nosuch/status",
+        "-X",
+        "DELETE",
+    ]);
+    assert_eq!(code, 405);
+    let err = api.k_err(&["delete", "namespace", "default"]);
+    assert!(
+        err.contains("namespaces \"default\" is forbidden: this namespace may not be deleted"),
+        "{err}"
+    );
     // dryRun=All answers as a create would and stores nothing.
     let (code, out) = api.curl(&[
         "/api/v1/namespaces/default/configmaps?dryRun=All",
@@ -1001,6 +1046,19 @@ fn conflicts_tokens_and_restart(kind: Kind) {
     ]);
     assert_eq!(code, 201, "{out}");
     assert_eq!(json(&out)["status"]["authenticated"], true);
+    // A token for the API server is not good for another audience.
+    let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": token, "audiences": ["vault"]}});
+    let (_, out) = api.curl(&[
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &review.to_string(),
+    ]);
+    assert_eq!(json(&out)["status"]["authenticated"], false, "{out}");
     assert!(
         api.k_err(&["create", "token", "nosuch"])
             .contains("serviceaccounts \"nosuch\" not found")
@@ -1129,6 +1187,13 @@ fn pods_describe_wait_graceful_delete_and_namespace_lifecycle(kind: Kind) {
         r#"{"metadata":{"name":"q"},"target":{"kind":"Node","name":"node-2"}}"#,
     ]);
     assert_eq!(code, 409, "a pod is bound once");
+    // An absurd grace period is clamped, not a crash.
+    let (code, _) = api.curl(&[
+        "/api/v1/namespaces/default/pods/q?gracePeriodSeconds=300000000000&dryRun=All",
+        "-X",
+        "DELETE",
+    ]);
+    assert_eq!(code, 200);
     api.k(&["delete", "pod", "q", "--wait=false"]);
     let q = json(&api.k(&["get", "pod", "q", "-o", "json"]));
     assert_eq!(q["metadata"]["deletionGracePeriodSeconds"], 30);

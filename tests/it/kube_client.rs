@@ -75,6 +75,33 @@ fn kube_rs_lists_pages_watches_across_restarts_and_conflicts(kind: Kind) {
         }
     });
 
+    // A watch from resourceVersion 0 starts with every object as ADDED, however many.
+    rt.block_on(async {
+        let many: Api<ConfigMap> = Api::namespaced(cms.clone().into_client(), "kube-public");
+        let creates = (0..300).map(|i| {
+            let many = many.clone();
+            async move {
+                many.create(&PostParams::default(), &cm(&format!("m{i:03}")))
+                    .await
+            }
+        });
+        for r in futures::future::join_all(creates).await {
+            r.unwrap();
+        }
+        let mut stream = many
+            .watch(&kube::api::WatchParams::default().timeout(3), "0")
+            .await
+            .unwrap()
+            .boxed();
+        let mut added = 0;
+        while let Some(ev) = stream.next().await {
+            if let Ok(kube::api::WatchEvent::Added(_)) = ev {
+                added += 1;
+            }
+        }
+        assert_eq!(added, 300);
+    });
+
     // A watcher sees later objects across a restart whose resume point was compacted (410).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let watch_api = cms.clone();
