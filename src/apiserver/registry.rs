@@ -1246,9 +1246,10 @@ fn field_manager(req: &Req) -> Result<String, ApiError> {
 
 /// Server-side apply (`application/apply-patch+yaml`): creates the object when absent.
 async fn apply_patch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
-    if t.sub.is_some() {
+    // Apply works on the object and on its status (what controllers apply).
+    if t.sub.as_deref().is_some_and(|s| s != "status") {
         return Err(ApiError::UnsupportedMediaType(
-            "apply patches are not supported on subresources".into(),
+            "apply patches are supported on objects and their status only".into(),
         ));
     }
     let Some(manager) = req.param("fieldManager").filter(|m| !m.is_empty()) else {
@@ -1309,6 +1310,20 @@ async fn apply_patch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         meta_mut(&mut applied).insert("namespace".into(), t.ns().into());
     }
     check_fields(req, &api_version, res.kind, &mut applied)?;
+    if t.sub.is_some() {
+        // Through `status`, only the status counts (upstream resets the rest).
+        applied = json!({
+            "apiVersion": applied["apiVersion"],
+            "kind": applied["kind"],
+            "metadata": {"name": applied["metadata"]["name"], "namespace": applied["metadata"]["namespace"]},
+            "status": applied["status"],
+        });
+        if !res.namespaced
+            && let Some(m) = applied["metadata"].as_object_mut()
+        {
+            m.remove("namespace");
+        }
+    }
     let stored = state
         .storage
         .get(&key(res, t.ns(), t.name()))
@@ -1346,6 +1361,7 @@ async fn apply_patch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                 apply_update(state, t, &old, s.mod_revision, merged, dry_run(req), None).await?;
             Ok(json_response(200, &out))
         }
+        _ if t.sub.is_some() => Err(ApiError::not_found(res.group, res.plural, t.name())),
         _ => {
             let mut obj = merged;
             let out = create_object(state, res, t.ns(), &mut obj, dry_run(req), None).await?;

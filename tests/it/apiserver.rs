@@ -1317,6 +1317,21 @@ fn server_side_apply_creates_updates_removes_and_conflicts(kind: Kind) {
         json(&out)["message"],
         "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
     );
+    // Controllers apply status through the status subresource; spec stays as it was.
+    api.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: d}\n  template:\n    metadata:\n      labels: {app: d}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1.36\n");
+    let (code, out) = api.curl(&[
+        "/apis/apps/v1/namespaces/default/deployments/d/status?fieldManager=ctrl",
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/apply-patch+yaml",
+        "--data-binary",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 5\nstatus:\n  replicas: 2\n",
+    ]);
+    assert_eq!(code, 200, "{out}");
+    let d = json(&out);
+    assert_eq!(d["status"]["replicas"], 2);
+    assert_eq!(d["spec"]["replicas"], 1, "a status apply leaves spec alone");
     // A YAML body from any client creates the object.
     let (code, out) = api.curl(&[
         "/api/v1/namespaces/default/configmaps/raw?fieldManager=curl",
