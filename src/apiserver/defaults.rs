@@ -26,6 +26,7 @@
 //! templates); Job templates are defaulted to `restartPolicy: Always` like any pod spec, which
 //! Job validation then rejects with upstream's "Required value: valid values: ..." text.
 
+use super::gofmt::go_quote;
 use serde_json::{Map, Value, json};
 
 /// One field error, as in metav1.StatusCause.
@@ -160,39 +161,6 @@ fn too_long(field: &str, max: usize) -> Cause {
 /// "field is immutable" for a changed value.
 fn immutable(field: &str, new: &Value) -> Cause {
     invalid(field, &go_value(new), "field is immutable")
-}
-
-/// Go's `strconv.Quote` (`%q`).
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => {
-                let n = c as u32;
-                if n <= 0xffff {
-                    out.push_str(&format!("\\u{n:04x}"));
-                } else {
-                    out.push_str(&format!("\\U{n:08x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// How upstream prints a bad value of a simple field: strings quoted, numbers and bools

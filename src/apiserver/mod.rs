@@ -14,6 +14,7 @@ mod convert;
 mod defaults;
 mod discovery;
 mod feed;
+mod gofmt;
 mod metrics;
 mod openapi;
 mod patch;

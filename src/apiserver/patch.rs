@@ -397,36 +397,9 @@ const WEBHOOK_CONFIGURATION: Fields = &[
 /// Built-in kinds without tagged fields beyond their metadata.
 const GENERIC: Fields = &[nested("metadata", OBJECT_META)];
 
-/// Groups whose kinds are compiled into kube-apiserver, so strategic merge patch applies.
-const BUILTIN_GROUPS: &[&str] = &[
-    "",
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "apps",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-    "autoscaling",
-    "batch",
-    "certificates.k8s.io",
-    "coordination.k8s.io",
-    "discovery.k8s.io",
-    "events.k8s.io",
-    "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io",
-    "networking.k8s.io",
-    "node.k8s.io",
-    "policy",
-    "rbac.authorization.k8s.io",
-    "resource.k8s.io",
-    "scheduling.k8s.io",
-    "storage.k8s.io",
-    "storagemigration.k8s.io",
-];
-
 /// Patch metadata of a kind; `None` for kinds outside the built-in groups (custom resources).
 fn schema_for(group: &str, kind: &str) -> Option<Fields> {
-    if !BUILTIN_GROUPS.contains(&group) {
+    if !super::resources::BUILTIN_GROUPS.contains(&group) {
         return None;
     }
     Some(match (group, kind) {

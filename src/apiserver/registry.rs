@@ -603,13 +603,7 @@ fn qos_class(spec: &Value) -> &'static str {
 }
 
 async fn get(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
-    let stored = state
-        .storage
-        .get(&key(t.res, t.ns(), t.name()))
-        .await
-        .map_err(|e| storage_err(e, t.res, t.name()))?
-        .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
-    let obj = decode_as(t.res, &stored)?;
+    let (obj, rev) = current(state, t).await?;
     let obj = match t.sub.as_deref() {
         Some("scale") => to_scale(t.res, &obj),
         _ => obj,
@@ -621,7 +615,7 @@ async fn get(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                 t.res,
                 &[obj],
                 req,
-                json!({"resourceVersion": stored.mod_revision.to_string()}),
+                json!({"resourceVersion": rev.to_string()}),
             ),
         ));
     }

@@ -11,6 +11,7 @@
 //! `fields.ParseSelector` error (kube-apiserver does not add the `couldn't parse the selector
 //! string` prefix that `metav1.ParseToLabelSelector` adds on the client side).
 
+use super::gofmt::go_quote;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -173,56 +174,6 @@ fn is_valid_label_value(value: &str) -> Vec<String> {
         ));
     }
     errs
-}
-
-/// Go's `unicode.IsPrint`, approximated without the Unicode category tables: controls,
-/// non-ASCII spaces, private-use and the common format characters count as non-printable.
-fn is_go_printable(c: char) -> bool {
-    if c.is_ascii() {
-        return (' '..='~').contains(&c);
-    }
-    let cp = c as u32;
-    !(c.is_control()
-        || c.is_whitespace()
-        || (0xE000..=0xF8FF).contains(&cp)
-        || cp >= 0xF0000
-        || matches!(
-            cp,
-            0x00AD
-                | 0x061C
-                | 0x180E
-                | 0x200B..=0x200F
-                | 0x202A..=0x202E
-                | 0x2060..=0x2064
-                | 0x2066..=0x206F
-                | 0xFEFF
-                | 0xFFF9..=0xFFFB
-        ))
-}
-
-/// Go's `%q` / `strconv.Quote`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{07}' => out.push_str("\\a"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{0b}' => out.push_str("\\v"),
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Go's `encoding/json` rendering of a string (HTML-safe escaping included).
@@ -1346,35 +1297,6 @@ const RESOURCE_SLICE_FIELDS: &[(&str, &str)] = &[
     ("spec.driver", "spec.driver"),
 ];
 
-/// API groups kube-apiserver 1.32 serves itself; any other group is a custom resource.
-const BUILTIN_GROUPS: &[&str] = &[
-    "",
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "apps",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-    "autoscaling",
-    "batch",
-    "certificates.k8s.io",
-    "coordination.k8s.io",
-    "discovery.k8s.io",
-    "events.k8s.io",
-    "extensions",
-    "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io",
-    "metrics.k8s.io",
-    "networking.k8s.io",
-    "node.k8s.io",
-    "policy",
-    "rbac.authorization.k8s.io",
-    "resource.k8s.io",
-    "scheduling.k8s.io",
-    "storage.k8s.io",
-    "storagemigration.k8s.io",
-];
-
 /// The field label conversion upstream registers for a group/resource.
 fn rules_for(group: &str, resource: &str) -> Rules {
     let (accepted, reject) = match (group, resource) {
@@ -1389,7 +1311,7 @@ fn rules_for(group: &str, resource: &str) -> Rules {
         ("batch", "jobs") => (JOB_FIELDS, Reject::BatchJob),
         ("certificates.k8s.io", "certificatesigningrequests") => (CSR_FIELDS, Reject::NotSupported),
         ("resource.k8s.io", "resourceslices") => (RESOURCE_SLICE_FIELDS, Reject::ResourceSlice),
-        (g, _) if BUILTIN_GROUPS.contains(&g) => (META, Reject::DefaultMeta),
+        (g, _) if super::resources::BUILTIN_GROUPS.contains(&g) => (META, Reject::DefaultMeta),
         // custom resources: metadata.name, metadata.namespace (scope unknown here)
         _ => (META, Reject::NotSupported),
     };

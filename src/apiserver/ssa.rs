@@ -19,6 +19,7 @@
 //! lists atomic). Multi-version conversion and subresources are not modelled: every manager's
 //! set is read at the request's version and `status` is never owned through the main resource.
 
+use super::gofmt::go_quote;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -500,36 +501,9 @@ const GENERIC: &[F] = &kind_root(Ty::Any);
 /// Custom resources: only `metadata` is known; nothing exists in their "zero value".
 const CUSTOM: &[F] = &[fld!("metadata", META)];
 
-/// Groups whose kinds are compiled into kube-apiserver.
-const BUILTIN_GROUPS: &[&str] = &[
-    "",
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "apps",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-    "autoscaling",
-    "batch",
-    "certificates.k8s.io",
-    "coordination.k8s.io",
-    "discovery.k8s.io",
-    "events.k8s.io",
-    "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io",
-    "networking.k8s.io",
-    "node.k8s.io",
-    "policy",
-    "rbac.authorization.k8s.io",
-    "resource.k8s.io",
-    "scheduling.k8s.io",
-    "storage.k8s.io",
-    "storagemigration.k8s.io",
-];
-
 /// The root type of a kind, and whether the kind is built in.
 fn root_schema(group: &str, kind: &str) -> (Ty, bool) {
-    if !BUILTIN_GROUPS.contains(&group) {
+    if !super::resources::BUILTIN_GROUPS.contains(&group) {
         return (Ty::Struct(CUSTOM), false);
     }
     let fields = match (group, kind) {
@@ -767,31 +741,6 @@ fn go_json(v: &Value, out: &mut String, depth: usize) {
 fn to_go_json(v: &Value) -> String {
     let mut out = String::new();
     go_json(v, &mut out, 0);
-    out
-}
-
-/// Go's `%q` (strconv.Quote).
-fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", u32::from(c)));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 

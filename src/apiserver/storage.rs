@@ -218,25 +218,20 @@ impl Storage {
         value: Vec<u8>,
         expected: i64,
     ) -> Result<i64, StorageError> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = self.kv().txn(txn).await?;
-        if resp.succeeded() {
-            return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
-        }
-        Err(match current_after_failed(&resp) {
-            Some(rev) => StorageError::Conflict(rev),
-            None => StorageError::NotFound,
-        })
+        self.guarded(key, expected, TxnOp::put(key, value, None))
+            .await
     }
 
     /// Deletes `key` if it is still at `expected`. Returns the revision of the delete.
     pub async fn delete(&self, key: &str, expected: i64) -> Result<i64, StorageError> {
+        self.guarded(key, expected, TxnOp::delete(key, None)).await
+    }
+
+    /// Runs `op` if `key` is still at revision `expected`; else says what it is now.
+    async fn guarded(&self, key: &str, expected: i64, op: TxnOp) -> Result<i64, StorageError> {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::delete(key, None)])
+            .and_then([op])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.kv().txn(txn).await?;
         if resp.succeeded() {
