@@ -286,6 +286,38 @@ fn documents() -> &'static [(String, Vec<u8>, String)] {
     })
 }
 
+/// `/openapi/v2` as JSON (Swagger 2.0: every kind's definition). kubectl asks for the
+/// protobuf form only, and falls back to its built-in types when it is missing, so a
+/// protobuf-only request is answered 404.
+pub fn openapi_v2(req: &Req) -> Response<Body> {
+    let accept = req.header("accept").unwrap_or("application/json");
+    if !accept.contains("json") && !accept.contains("*/*") {
+        return not_found();
+    }
+    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let body = DOC.get_or_init(|| {
+        let kinds: Vec<(&str, &str, &str)> = resources::RESOURCES
+            .iter()
+            .map(|r| (r.group, r.version, r.kind))
+            .collect();
+        let definitions = super::openapi::schemas(&kinds);
+        let doc = json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": super::KUBE_GIT_VERSION},
+            "paths": {},
+            "definitions": definitions,
+        });
+        // Swagger 2.0 names its schemas `definitions`.
+        let text = doc
+            .to_string()
+            .replace("#/components/schemas/", "#/definitions/");
+        let mut b = text.into_bytes();
+        b.push(b'\n');
+        b
+    });
+    bytes_response(200, "application/json", body.clone())
+}
+
 /// `/openapi/v3`.
 pub fn openapi_v3_root() -> Response<Body> {
     let mut paths = serde_json::Map::new();

@@ -602,6 +602,7 @@ async fn route(state: &Arc<State>, req: Req) -> Response<Body> {
             "/api" => super::discovery::api(&req, &state.config.server_address()),
             "/apis" => super::discovery::apis(&req),
             "/openapi/v3" => super::discovery::openapi_v3_root(),
+            "/openapi/v2" => super::discovery::openapi_v2(&req),
             p if p.starts_with("/openapi/v3/") => super::discovery::openapi_v3_gv(&p[12..]),
             "/" => json_response(
                 200,

@@ -476,6 +476,22 @@ fn kubectl_crud(kind: Kind) {
         String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.replica\""),
         "{out:?}"
     );
+    let pods = api.k(&["explain", "pods"]);
+    assert!(
+        pods.starts_with("KIND:       Pod\nVERSION:    v1\n"),
+        "{pods}"
+    );
+    let (code, v2) = api.curl(&["/openapi/v2"]);
+    assert_eq!(code, 200);
+    let v2 = json(&v2);
+    assert_eq!(v2["swagger"], "2.0");
+    assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"].is_object());
+    let (code, _) = api.curl(&[
+        "/openapi/v2",
+        "-H",
+        "Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+    ]);
+    assert_eq!(code, 404, "protobuf OpenAPI v2 is not served");
     let explain = api.k(&["explain", "deployment.spec.strategy"]);
     assert!(
         explain.contains("KIND:       Deployment") && explain.contains("rollingUpdate"),
