@@ -35,7 +35,9 @@ collect() { while read -r name value unit; do R["$name"]="$value $unit"; R["$nam
 collect < <("$LOAD" raw32 "https://127.0.0.1:$D_PORT" "$CERTS")
 collect < <("$LOAD" create32 "$URL" "$CERTS")
 collect < <("$LOAD" fill "$URL" "$CERTS" 10000)
+RSS_FILLED="$(rss "$API_PID")"
 collect < <("$LOAD" list "$URL" "$CERTS")
+RSS_LISTED="$(rss "$API_PID")"
 collect < <("$LOAD" watch100 "$URL" "$CERTS")
 RSS_FULL="$(rss "$API_PID")"
 
@@ -44,6 +46,8 @@ for k in raw_puts_32 api_creates_32 create_p50 create_p99 fill_10000 list_10000_
     printf '%-34s %16s\n' "$k" "${R[$k]:-n/a}"
 done
 printf '%-34s %16s\n' "apiserver_rss_idle" "$RSS_IDLE MiB"
+printf '%-34s %16s\n' "apiserver_rss_after_10k_creates" "$RSS_FILLED MiB"
+printf '%-34s %16s\n' "apiserver_rss_after_10k_lists" "$RSS_LISTED MiB"
 printf '%-34s %16s\n' "apiserver_rss_with_10k_objects" "$RSS_FULL MiB"
 awk -v a="${R[api_creates_32.v]}" -v r="${R[raw_puts_32.v]}" \
     'BEGIN { printf "ratio api creates / raw datastore puts: %.2f (goal >= 0.50)\n", a / r }'

@@ -622,32 +622,28 @@ async fn get(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     Ok(json_response(200, &obj))
 }
 
-/// A `meta.k8s.io/v1` Table of objects, rows as upstream's printers make them.
-pub fn to_table(res: &Resource, items: &[Value], req: &Req, list_meta: Value) -> Value {
-    let now = time::OffsetDateTime::now_utc();
-    let include = req.param("includeObject").unwrap_or("Metadata");
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let object = match include {
-                "Object" => o.clone(),
-                "None" => Value::Null,
-                _ => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": o["metadata"],
-                }),
-            };
-            let mut row = json!({
-                "cells": table::cells(res.group, res.plural, o, now),
-                "object": object,
-            });
-            if let Some(c) = table::row_conditions(res.group, res.plural, o) {
-                row["conditions"] = c;
-            }
-            row
-        })
-        .collect();
+/// One Table row for an object (`includeObject` decides what the row carries).
+fn table_row(res: &Resource, o: &Value, include: &str, now: time::OffsetDateTime) -> Value {
+    let object = match include {
+        "Object" => o.clone(),
+        "None" => Value::Null,
+        _ => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": o["metadata"],
+        }),
+    };
+    let mut row = json!({
+        "cells": table::cells(res.group, res.plural, o, now),
+        "object": object,
+    });
+    if let Some(c) = table::row_conditions(res.group, res.plural, o) {
+        row["conditions"] = c;
+    }
+    row
+}
+
+fn table_of(res: &Resource, rows: Vec<Value>, list_meta: Value) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -655,6 +651,17 @@ pub fn to_table(res: &Resource, items: &[Value], req: &Req, list_meta: Value) ->
         "columnDefinitions": table::column_definitions(res.group, res.plural),
         "rows": rows,
     })
+}
+
+/// A `meta.k8s.io/v1` Table of objects, rows as upstream's printers make them.
+pub fn to_table(res: &Resource, items: &[Value], req: &Req, list_meta: Value) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let include = req.param("includeObject").unwrap_or("Metadata");
+    let rows = items
+        .iter()
+        .map(|o| table_row(res, o, include, now))
+        .collect();
+    table_of(res, rows, list_meta)
 }
 
 /// The continue token: where the next page starts, at which revision (upstream's shape).
@@ -734,6 +741,24 @@ pub async fn read_list(
     t: &Target,
     sel: &Selectors,
 ) -> Result<(Vec<Value>, i64, String, Option<i64>), ApiError> {
+    let mut items = Vec::new();
+    let (revision, cont, remaining) = read_list_with(state, req, t, sel, |o| {
+        items.push(o);
+        Ok(())
+    })
+    .await?;
+    Ok((items, revision, cont, remaining))
+}
+
+/// Reads the matching objects of a collection, handing each to `each` as it is read (so a
+/// big list is never held whole): (revision, continue, remaining).
+pub async fn read_list_with(
+    state: &State,
+    req: &Req,
+    t: &Target,
+    sel: &Selectors,
+    mut each: impl FnMut(Value) -> Result<(), ApiError>,
+) -> Result<(i64, String, Option<i64>), ApiError> {
     let limit = parse_limit(req)?;
     // `metadata.name=x` (kubectl wait/delete) reads only the keys starting with that name.
     let prefix = match sel.fields.exact_name() {
@@ -751,7 +776,7 @@ pub async fn read_list(
             (if exact { rv } else { 0 }, String::new())
         }
     };
-    let mut items = Vec::new();
+    let mut count: i64 = 0;
     let mut last_key = String::new();
     let mut remaining = None;
     // Unlimited lists are still read in pages at one revision, to bound each response.
@@ -776,46 +801,78 @@ pub async fn read_list(
             last_key = s.key.clone();
             let obj = decode_as(t.res, s)?;
             if sel.matches(t.res, &obj) {
-                items.push(obj);
+                count += 1;
+                each(obj)?;
             }
         }
         if page.remaining == 0 || n == 0 {
-            return Ok((items, revision, String::new(), None));
+            return Ok((revision, String::new(), None));
         }
-        if limit > 0 && items.len() as i64 >= limit {
+        if limit > 0 && count >= limit {
             if sel.is_empty() {
                 remaining = Some(page.remaining);
             }
             let after = last_key.strip_prefix(&prefix).unwrap_or(&last_key);
             let token = encode_continue(revision, &format!("{after}\u{0}"));
-            return Ok((items, revision, token, remaining));
+            return Ok((revision, token, remaining));
         }
         start = format!("{last_key}\u{0}");
     }
 }
 
+/// Lists bigger than this give their freed memory back to the OS once built.
+const TRIM_AFTER_BYTES: usize = 4 * 1024 * 1024;
+
 async fn list(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     let sel = Selectors::from_req(req, t.res)?;
-    let (items, revision, cont, remaining) = read_list(state, req, t, &sel).await?;
-    let mut meta = json!({"resourceVersion": revision.to_string()});
-    if !cont.is_empty() {
-        meta["continue"] = cont.into();
-    }
-    if let Some(r) = remaining {
-        meta["remainingItemCount"] = r.into();
-    }
+    let list_meta = |revision: i64, cont: String, remaining: Option<i64>| {
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if !cont.is_empty() {
+            meta["continue"] = cont.into();
+        }
+        if let Some(r) = remaining {
+            meta["remainingItemCount"] = r.into();
+        }
+        meta
+    };
     if req.wants_table() {
-        return Ok(json_response(200, &to_table(t.res, &items, req, meta)));
+        let now = time::OffsetDateTime::now_utc();
+        let include = req.param("includeObject").unwrap_or("Metadata").to_string();
+        let mut rows = Vec::new();
+        let (revision, cont, remaining) = read_list_with(state, req, t, &sel, |o| {
+            rows.push(table_row(t.res, &o, &include, now));
+            Ok(())
+        })
+        .await?;
+        let table = table_of(t.res, rows, list_meta(revision, cont, remaining));
+        return Ok(json_response(200, &table));
     }
-    Ok(json_response(
-        200,
-        &json!({
-            "kind": format!("{}List", t.res.kind),
-            "apiVersion": t.res.api_version(),
-            "metadata": meta,
-            "items": items,
-        }),
-    ))
+    // Each object is serialised as it is read; `metadata` follows `items` (key order is
+    // free in JSON), since the list's revision and continue token are known only at the end.
+    let mut out = format!(
+        r#"{{"kind":"{}List","apiVersion":"{}","items":["#,
+        t.res.kind,
+        t.res.api_version()
+    )
+    .into_bytes();
+    let mut first = true;
+    let (revision, cont, remaining) = read_list_with(state, req, t, &sel, |o| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut out, &o)
+            .map_err(|e| ApiError::Internal(format!("cannot encode the list: {e}")))
+    })
+    .await?;
+    out.extend_from_slice(br#"],"metadata":"#);
+    serde_json::to_writer(&mut out, &list_meta(revision, cont, remaining))
+        .map_err(|e| ApiError::Internal(format!("cannot encode the list: {e}")))?;
+    out.extend_from_slice(b"}\n");
+    if out.len() > TRIM_AFTER_BYTES {
+        crate::common::heap::trim();
+    }
+    Ok(super::server::bytes_response(200, "application/json", out))
 }
 
 async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
