@@ -250,7 +250,7 @@ impl Authenticator {
                     && let Ok(v) = v.to_str()
                 {
                     user.extra
-                        .entry(percent_unescape(rest).to_ascii_lowercase())
+                        .entry(super::server::percent_decode(rest, false).to_ascii_lowercase())
                         .or_default()
                         .push(v.to_string());
                 }
@@ -294,29 +294,6 @@ impl Authenticator {
 fn strip_scheme<'a>(h: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = h.split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest)
-}
-
-/// Extra keys arrive percent-encoded in header names (upstream unescapes them).
-fn percent_unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|c| (*c as char).to_digit(16)),
-                b.get(i + 2).and_then(|c| (*c as char).to_digit(16)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The certificate authorities client certificates may chain to: the client CA (users) and

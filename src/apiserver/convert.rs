@@ -17,6 +17,11 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
     ("reportingComponent", "reportingController"),
 ];
 
+/// Whether `res`'s served version differs from its stored form.
+pub fn differs(res: &Resource) -> bool {
+    is_events_v1(res)
+}
+
 fn is_events_v1(res: &Resource) -> bool {
     res.group == "events.k8s.io" && res.kind == "Event"
 }

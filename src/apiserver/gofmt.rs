@@ -1,4 +1,7 @@
-//! Go's formatting, where upstream messages print values with it: `strconv.Quote` (`%q`).
+//! Go's formatting, where upstream messages print values with it: `strconv.Quote` (`%q`)
+//! and encoding/json's names of JSON types.
+
+use serde_json::Value;
 
 /// Go's `unicode.IsPrint`, approximated without the Unicode category tables: controls,
 /// non-ASCII spaces, private-use and the common format characters count as non-printable.
@@ -48,4 +51,16 @@ pub fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// The JSON type of a value as encoding/json names it in "cannot unmarshal X".
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }

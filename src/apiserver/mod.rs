@@ -153,14 +153,7 @@ impl Config {
                 why: why.to_string(),
             };
             let path = || Some(PathBuf::from(&f.value));
-            let list = || {
-                f.value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            };
+            let list = || crate::common::args::split_list(&f.value);
             match f.name.as_str() {
                 "secure-port" => {
                     self.secure_port = f.value.parse().map_err(|_| invalid("not a port"))?
@@ -176,13 +169,7 @@ impl Config {
                 "tls-private-key-file" => self.tls_private_key_file = PathBuf::from(&f.value),
                 "client-ca-file" => self.client_ca_file = path(),
                 "etcd-servers" => {
-                    self.etcd.servers = f
-                        .value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect();
+                    self.etcd.servers = list();
                     if self.etcd.servers.is_empty()
                         || self
                             .etcd

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::gofmt::json_type;
 use super::pbschema::MESSAGES;
 use super::protobuf::{Kind, message_index, package};
 
@@ -151,34 +152,6 @@ pub fn schemas(kinds: &[(&str, &str, &str)]) -> Map<String, Value> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pod_schema_reaches_containers_and_metadata() {
-        let s = schemas(&[("", "v1", "Pod")]);
-        let pod = &s["io.k8s.api.core.v1.Pod"];
-        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
-        assert!(
-            pod["description"]
-                .as_str()
-                .unwrap()
-                .starts_with("Pod is a collection")
-        );
-        assert!(pod["properties"]["spec"]["allOf"][0]["$ref"].is_string());
-        let spec = &s["io.k8s.api.core.v1.PodSpec"];
-        assert_eq!(spec["properties"]["containers"]["type"], "array");
-        assert!(s.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
-        assert_eq!(
-            s["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"],
-            "int-or-string"
-        );
-        // Inline structs: a Volume has configMap directly.
-        assert!(s["io.k8s.api.core.v1.Volume"]["properties"]["configMap"].is_object());
-    }
-}
-
 /// Removes the fields of `obj` its kind does not have (as decoding into upstream's Go types
 /// drops them) and returns their paths (`spec.containers[0].foo`), for `fieldValidation`;
 /// a value of the wrong JSON type is an error, as Go's decoding fails on it. Kinds without a
@@ -199,17 +172,6 @@ pub fn prune_unknown(
 
 /// Nesting beyond which pruning stops (bodies are bounded; this bounds the recursion).
 const MAX_PRUNE_DEPTH: usize = 64;
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
 
 /// Whether a value has a kind's JSON shape (null stands for the zero value anywhere).
 fn scalar_ok(kind: &Kind, v: &Value) -> bool {
@@ -368,8 +330,31 @@ fn prune_message(
 }
 
 #[cfg(test)]
-mod prune_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn pod_schema_reaches_containers_and_metadata() {
+        let s = schemas(&[("", "v1", "Pod")]);
+        let pod = &s["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
+        assert!(
+            pod["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("Pod is a collection")
+        );
+        assert!(pod["properties"]["spec"]["allOf"][0]["$ref"].is_string());
+        let spec = &s["io.k8s.api.core.v1.PodSpec"];
+        assert_eq!(spec["properties"]["containers"]["type"], "array");
+        assert!(s.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+        assert_eq!(
+            s["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"],
+            "int-or-string"
+        );
+        // Inline structs: a Volume has configMap directly.
+        assert!(s["io.k8s.api.core.v1.Volume"]["properties"]["configMap"].is_object());
+    }
 
     #[test]
     fn unknown_fields_are_removed_and_named() {

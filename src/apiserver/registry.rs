@@ -290,16 +290,44 @@ pub fn decode_as(res: &Resource, s: &Stored) -> Result<Value, ApiError> {
 
 /// The stored bytes of an object of `res`'s served version.
 fn encode_as(res: &Resource, v: &Value) -> Vec<u8> {
-    encode(&super::convert::to_stored(res, v.clone()))
+    if super::convert::differs(res) {
+        encode(&super::convert::to_stored(res, v.clone()))
+    } else {
+        encode(v)
+    }
 }
 
+/// The stored bytes of an object: without `resourceVersion` (the key's revision is) and
+/// `selfLink`. Written straight from the value, as this is on every write's path.
 fn encode(v: &Value) -> Vec<u8> {
-    let mut v = v.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("selfLink");
+    let skip = |k: &str| k == "resourceVersion" || k == "selfLink";
+    let (Some(obj), Some(meta)) = (v.as_object(), v["metadata"].as_object()) else {
+        return serde_json::to_vec(v).unwrap_or_default();
+    };
+    if !meta.keys().any(|k| skip(k)) {
+        return serde_json::to_vec(v).unwrap_or_default();
     }
-    serde_json::to_vec(&v).unwrap_or_default()
+    let stripped: Map<String, Value> = meta
+        .iter()
+        .filter(|(k, _)| !skip(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut out = Vec::with_capacity(1024);
+    out.push(b'{');
+    for (n, (k, x)) in obj.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        let _ = if k == "metadata" {
+            serde_json::to_writer(&mut out, &stripped)
+        } else {
+            serde_json::to_writer(&mut out, x)
+        };
+    }
+    out.push(b'}');
+    out
 }
 
 pub fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
@@ -1924,6 +1952,22 @@ mod tests {
         assert!(parse_target("", "v1", &["pods", "x"]).is_none());
         assert!(parse_target("", "v1", &["nosuch"]).is_none());
         assert!(parse_target("", "v1", &["namespaces", "d", "configmaps", "x", "bogus"]).is_none());
+    }
+
+    #[test]
+    fn stored_bytes_drop_resource_version_and_self_link_only() {
+        let v = json!({"kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "7",
+            "selfLink": "/x", "labels": {"k": "v"}}, "data": {"a": "b"}});
+        let back: Value = serde_json::from_slice(&encode(&v)).unwrap();
+        assert_eq!(
+            back,
+            json!({"kind": "ConfigMap", "metadata": {"name": "a", "labels": {"k": "v"}}, "data": {"a": "b"}})
+        );
+        let plain = json!({"metadata": {"name": "a"}, "spec": [1]});
+        assert_eq!(
+            serde_json::from_slice::<Value>(&encode(&plain)).unwrap(),
+            plain
+        );
     }
 
     #[test]

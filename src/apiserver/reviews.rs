@@ -46,15 +46,8 @@ pub async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                 .as_ref()
                 .map(|t| t.api_audiences())
                 .unwrap_or_default();
-            let requested: Vec<String> = spec["audiences"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(str::to_string))
-                        .collect()
-                })
-                .filter(|a: &Vec<String>| !a.is_empty())
-                .unwrap_or_else(|| api_audiences.clone());
+            let requested =
+                super::tokens::requested_audiences(&spec).unwrap_or_else(|| api_audiences.clone());
             // Static tokens are the API server's: good only where its audiences are asked for.
             let static_user = state
                 .authn

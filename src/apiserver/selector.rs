@@ -11,7 +11,7 @@
 //! `fields.ParseSelector` error (kube-apiserver does not add the `couldn't parse the selector
 //! string` prefix that `metav1.ParseToLabelSelector` adds on the client side).
 
-use super::gofmt::go_quote;
+use super::gofmt::{go_quote, json_type};
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -541,17 +541,6 @@ impl LabelSelector {
             requirements,
             nothing: false,
         })
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

@@ -175,6 +175,16 @@ impl ServiceAccountTokens {
     }
 }
 
+/// `spec.audiences` of a TokenRequest or TokenReview, if it names any.
+pub fn requested_audiences(spec: &Value) -> Option<Vec<String>> {
+    let list: Vec<String> = spec["audiences"]
+        .as_array()?
+        .iter()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect();
+    (!list.is_empty()).then_some(list)
+}
+
 fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
@@ -298,15 +308,7 @@ pub async fn token_request(state: &State, t: &Target, mut body: Value) -> Result
         ));
     }
     let expiration = expiration.min(MAX_EXPIRATION);
-    let audiences: Vec<String> = spec["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![tokens.issuer.clone()]);
+    let audiences = requested_audiences(&spec).unwrap_or_else(|| tokens.api_audiences());
     let mut kube = KubeClaims {
         namespace: ns.clone(),
         serviceaccount: Ref {

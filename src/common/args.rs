@@ -109,6 +109,15 @@ pub fn load(path: &Path, cli: &[String], vars: &Vars) -> Result<Vec<Flag>, ArgsE
     Ok(flags)
 }
 
+/// A comma-separated flag value, blanks dropped (`--etcd-servers=a,b`).
+pub fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

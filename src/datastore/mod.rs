@@ -133,11 +133,11 @@ impl Config {
                 }
                 "advertise-client-urls" => {
                     advertised_client = true;
-                    self.advertise_client_urls = split_list(&f.value);
+                    self.advertise_client_urls = crate::common::args::split_list(&f.value);
                 }
                 "initial-advertise-peer-urls" => {
                     advertised_peer = true;
-                    self.advertise_peer_urls = split_list(&f.value);
+                    self.advertise_peer_urls = crate::common::args::split_list(&f.value);
                 }
                 "cert-file" | "peer-cert-file" => self.cert_file = PathBuf::from(&f.value),
                 "key-file" | "peer-key-file" => self.key_file = PathBuf::from(&f.value),
@@ -193,18 +193,10 @@ pub(crate) fn advertised(scheme: &str, a: &SocketAddr) -> String {
     format!("{scheme}://{host}:{}", a.port())
 }
 
-fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// `https://host:port[,…]` → socket addresses (hosts must be IP literals or `localhost`).
 fn parse_urls(v: &str) -> Result<Vec<SocketAddr>, String> {
     let mut out = Vec::new();
-    for url in split_list(v) {
+    for url in crate::common::args::split_list(v) {
         let rest = url
             .strip_prefix("https://")
             .ok_or_else(|| format!("'{url}' must start with https:// (TLS is required)"))?;
