@@ -284,9 +284,8 @@ pub async fn probe_ready(paths: &Paths) -> bool {
     let ca = paths.data_file("certs/ca.crt");
     let check = async {
         let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject;
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca).ok()? {
-            roots.add(c.ok()?).ok()?;
+        for c in server::read_cas(&ca).ok()? {
+            roots.add(c).ok()?;
         }
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)

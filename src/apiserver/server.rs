@@ -180,7 +180,7 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 /// The certificates of a PEM bundle.
-fn read_cas(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ApiServerError> {
+pub fn read_cas(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ApiServerError> {
     let err = |e: &dyn std::fmt::Display| ApiServerError::Tls(format!("{}: {e}", path.display()));
     CertificateDer::pem_file_iter(path)
         .map_err(|e| err(&e))?
