@@ -5,7 +5,9 @@ mod apiserver;
 mod bootstrap;
 mod cli;
 mod common;
+mod controllers;
 mod datastore;
+mod kubelet;
 mod supervisor;
 
 fn main() -> std::process::ExitCode {

@@ -30,11 +30,13 @@ UPPER = {"ip": "IP", "ips": "IPs", "id": "ID", "uid": "UID", "uuid": "UUID", "ur
 # prost splits some plurals oddly (podCIDRs -> pod_cid_rs).
 PAIRS = {("cid", "rs"): "CIDRs", ("ur", "ls"): "URLs", ("ww", "ns"): "WWNs"}
 # Fields whose proto name does not camel-case to their JSON name.
-RENAMED = {("BoundObjectReference", "u_id"): "uid",
+RENAMED = {("BoundObjectReference", "u_id"): "uid", ("DaemonEndpoint", "port"): "Port",
            ("IngressClassParametersReference", "a_pi_group"): "apiGroup"}
 # Go structs embedded with `json:",inline"`: their fields appear in the parent object.
 INLINE = {"volume_source", "persistent_volume_source", "ephemeral_container_common",
           "ingress_rule_value", "local_object_reference"}
+# Inline embeddings whose field name is used elsewhere for a plain field (RuntimeClass.handler).
+INLINE_IN = {("Probe", "handler")}
 
 
 def json_name(rust):
@@ -142,7 +144,9 @@ def parse(src, pkg):
                 k = ({"string": "Str", "bytes": "Bytes", "bool": "Bool", "int32": "Int32",
                       "int64": "Int64"}[kind], None)
             js = RENAMED.get((current.rsplit("::", 1)[-1], name), json_name(name))
-            messages[current].append((tag, js, k, repeated, name in INLINE, field_doc))
+            messages[current].append((tag, js, k, repeated,
+                                      name in INLINE or (current.rsplit("::", 1)[-1], name) in INLINE_IN,
+                                      field_doc))
             attr = None
             continue
         doc = []

@@ -15,6 +15,7 @@ mod defaults;
 mod discovery;
 mod feed;
 mod gofmt;
+mod kubelet;
 mod metrics;
 mod openapi;
 mod patch;
@@ -97,6 +98,12 @@ pub struct Config {
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
     pub request_timeout: Duration,
+    /// The CA the kubelets' serving certificates are verified against (`pods/log`,
+    /// `nodes/proxy`).
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// The client certificate presented to kubelets.
+    pub kubelet_client_certificate: Option<PathBuf>,
+    pub kubelet_client_key: Option<PathBuf>,
 }
 
 /// The API server's settings for a data root: defaults, then `args/kube-apiserver`, then `cli`.
@@ -140,6 +147,9 @@ impl Config {
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             request_timeout: Duration::from_secs(60),
+            kubelet_certificate_authority: None,
+            kubelet_client_certificate: None,
+            kubelet_client_key: None,
         }
     }
 
@@ -231,6 +241,9 @@ impl Config {
                     self.max_mutating_requests_inflight =
                         f.value.parse().map_err(|_| invalid("not a number"))?
                 }
+                "kubelet-certificate-authority" => self.kubelet_certificate_authority = path(),
+                "kubelet-client-certificate" => self.kubelet_client_certificate = path(),
+                "kubelet-client-key" => self.kubelet_client_key = path(),
                 "request-timeout" => {
                     self.request_timeout =
                         crate::datastore::parse_duration(&f.value).map_err(|w| invalid(&w))?

@@ -853,7 +853,7 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "linux", kind: Kind::Msg(191), repeated: false, inline: false, doc: "Linux holds user identity information initially attached to the first process of the containers in Linux. Note that the actual running identity can be changed if the process has enough privilege to do so." },
     ] },
     Message { name: "api.core.v1.DaemonEndpoint", doc: "DaemonEndpoint contains information about a single Daemon endpoint.", fields: &[
-        Field { tag: 1, json: "port", kind: Kind::Int32, repeated: false, inline: false, doc: "Port number of the given endpoint." },
+        Field { tag: 1, json: "Port", kind: Kind::Int32, repeated: false, inline: false, doc: "Port number of the given endpoint." },
     ] },
     Message { name: "api.core.v1.DownwardAPIProjection", doc: "Represents downward API info for projecting into a projected volume. Note that this is identical to a downwardAPI volume source without the default mode.", fields: &[
         Field { tag: 1, json: "items", kind: Kind::Msg(147), repeated: true, inline: false, doc: "Items is a list of DownwardAPIVolume file" },
@@ -1633,7 +1633,7 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 2, json: "preference", kind: Kind::Msg(218), repeated: false, inline: false, doc: "A node selector term, associated with the corresponding weight." },
     ] },
     Message { name: "api.core.v1.Probe", doc: "Probe describes a health check to be performed against a container to determine whether it is alive or ready to receive traffic.", fields: &[
-        Field { tag: 1, json: "handler", kind: Kind::Msg(273), repeated: false, inline: false, doc: "The action taken to determine the health of a container" },
+        Field { tag: 1, json: "handler", kind: Kind::Msg(273), repeated: false, inline: true, doc: "The action taken to determine the health of a container" },
         Field { tag: 2, json: "initialDelaySeconds", kind: Kind::Int32, repeated: false, inline: false, doc: "Number of seconds after the container has started before liveness probes are initiated. More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>" },
         Field { tag: 3, json: "timeoutSeconds", kind: Kind::Int32, repeated: false, inline: false, doc: "Number of seconds after which the probe times out. Defaults to 1 second. Minimum value is 1. More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>" },
         Field { tag: 4, json: "periodSeconds", kind: Kind::Int32, repeated: false, inline: false, doc: "How often (in seconds) to perform the probe. Default to 10 seconds. Minimum value is 1." },

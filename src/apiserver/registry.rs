@@ -109,6 +109,14 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
             }
             t(res, None, Some(name), Some(sub))
         }
+        // `nodes/<name>/proxy/<path…>`: the path is the proxied one's.
+        [plural, name, "proxy", _, ..] => {
+            let res = find(plural)?;
+            if res.namespaced {
+                return None;
+            }
+            t(res, None, Some(name), Some("proxy"))
+        }
         _ => return None,
     };
     if let Some(sub) = &target.sub
@@ -125,7 +133,9 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
 }
 
 async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -> ApiResult {
-    let watch = watch_path || req.flag("watch")?;
+    // Connect-style subresources pass their query on; `watch` there is not a watch.
+    let connect = matches!(t.sub.as_deref(), Some("log" | "proxy"));
+    let watch = watch_path || (!connect && req.flag("watch")?);
     let verb = match (&req.method, t.name.is_some()) {
         (&Method::GET, _) if watch => "watch",
         (&Method::GET, true) => "get",
@@ -186,6 +196,11 @@ async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -
     }
     if t.res.create_only {
         return super::reviews::create(state, req, t).await;
+    }
+    match t.sub.as_deref() {
+        Some("log") => return super::kubelet::pod_log(state, req, t).await,
+        Some("proxy") => return super::kubelet::node_proxy(state, req, t).await,
+        _ => {}
     }
     check_query(req)?;
     match verb {
@@ -1952,6 +1967,11 @@ mod tests {
         assert!(parse_target("", "v1", &["pods", "x"]).is_none());
         assert!(parse_target("", "v1", &["nosuch"]).is_none());
         assert!(parse_target("", "v1", &["namespaces", "d", "configmaps", "x", "bogus"]).is_none());
+        let t = parse_target("", "v1", &["namespaces", "d", "pods", "x", "log"]).unwrap();
+        assert_eq!(t.sub.as_deref(), Some("log"));
+        let t = parse_target("", "v1", &["nodes", "n", "proxy", "metrics", "cadvisor"]).unwrap();
+        assert_eq!((t.name(), t.sub.as_deref()), ("n", Some("proxy")));
+        assert!(parse_target("", "v1", &["nodes", "n", "status", "x"]).is_none());
     }
 
     #[test]

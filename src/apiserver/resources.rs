@@ -58,6 +58,8 @@ impl Resource {
             "binding" => ("", "v1", "Binding"),
             "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
             "eviction" => ("policy", "v1", "Eviction"),
+            "log" => ("", "v1", "Pod"),
+            "proxy" => ("", "v1", "NodeProxyOptions"),
             _ => (self.group, self.version, self.kind),
         }
     }
@@ -66,6 +68,9 @@ impl Resource {
         match sub {
             "status" | "scale" | "approval" => &["get", "patch", "update"],
             "finalize" => &["update"],
+            "log" => &["get"],
+            // Connect verbs, as upstream's discovery lists them.
+            "proxy" => &["create", "delete", "get", "patch", "update"],
             _ => &["create"],
         }
     }
@@ -123,10 +128,10 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Event", "events", "event", NS, &["ev"], NONE, NONE, "events", false),
     res!("", "v1", "LimitRange", "limitranges", "limitrange", NS, &["limits"], NONE, NONE, "limitranges", false),
     res!("", "v1", "Namespace", "namespaces", "namespace", CLUSTER, &["ns"], NONE, &["finalize", "status"], "namespaces", false),
-    res!("", "v1", "Node", "nodes", "node", CLUSTER, &["no"], NONE, &["status"], "minions", false),
+    res!("", "v1", "Node", "nodes", "node", CLUSTER, &["no"], NONE, &["proxy", "status"], "minions", false),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", NS, &["pvc"], NONE, &["status"], "persistentvolumeclaims", false),
     res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", CLUSTER, &["pv"], NONE, &["status"], "persistentvolumes", false),
-    res!("", "v1", "Pod", "pods", "pod", NS, &["po"], ALL, &["binding", "status"], "pods", false),
+    res!("", "v1", "Pod", "pods", "pod", NS, &["po"], ALL, &["binding", "log", "status"], "pods", false),
     res!("", "v1", "PodTemplate", "podtemplates", "podtemplate", NS, NONE, NONE, NONE, "podtemplates", false),
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", NS, &["rc"], ALL, &["scale", "status"], "controllers", true),
     res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", NS, &["quota"], NONE, &["status"], "resourcequotas", false),

@@ -51,6 +51,8 @@ pub struct State {
     pub sa_tokens: Option<super::tokens::ServiceAccountTokens>,
     /// One etcd watch per resource, shared by every API watch of it.
     pub watches: Arc<super::feed::Hub>,
+    /// TLS for `pods/log` and `nodes/proxy` connections to kubelets.
+    pub kubelet: super::kubelet::KubeletClient,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -246,6 +248,7 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, ApiServerError> {
 
 pub async fn run(config: Config) -> Result<(), ApiServerError> {
     let tls = TlsAcceptor::from(Arc::new(tls_config(&config)?));
+    let kubelet = super::kubelet::KubeletClient::new(&config)?;
     let sa_tokens = match (
         &config.service_account_signing_key_file,
         &config.service_account_key_file,
@@ -287,6 +290,7 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
         namespaces: Default::default(),
         sa_tokens,
         watches: Default::default(),
+        kubelet,
         shutdown: stop_rx,
     });
     tokio::spawn(super::bootstrap_objects::ensure(state.clone()));

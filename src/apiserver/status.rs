@@ -54,6 +54,15 @@ pub enum ApiError {
     Timeout(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    /// A status relayed from another server (a kubelet), shaped as upstream's
+    /// `NewGenericServerResponse`; an empty reason for errors that were not Statuses at all.
+    #[error("{message}")]
+    Relayed {
+        code: u16,
+        reason: &'static str,
+        message: String,
+        details: Option<Details>,
+    },
 }
 
 /// `Status.details`: what the error is about.
@@ -187,6 +196,7 @@ impl ApiError {
             ApiError::Gone(_) => 410,
             ApiError::Timeout(_) => 504,
             ApiError::Internal(_) => 500,
+            ApiError::Relayed { code, .. } => *code,
         }
     }
 
@@ -206,6 +216,7 @@ impl ApiError {
             ApiError::Gone(_) => "Expired",
             ApiError::Timeout(_) => "Timeout",
             ApiError::Internal(_) => "InternalError",
+            ApiError::Relayed { reason, .. } => reason,
         }
     }
 
@@ -223,7 +234,8 @@ impl ApiError {
         let details = match self {
             ApiError::NotFound { details, .. }
             | ApiError::Conflict { details, .. }
-            | ApiError::Forbidden { details, .. } => details.as_ref().map(|d| details_json(d, &[])),
+            | ApiError::Forbidden { details, .. }
+            | ApiError::Relayed { details, .. } => details.as_ref().map(|d| details_json(d, &[])),
             ApiError::AlreadyExists { details, .. } => Some(details_json(details, &[])),
             ApiError::Invalid {
                 details, causes, ..
@@ -237,6 +249,12 @@ impl ApiError {
         };
         if let Some(d) = details {
             status["details"] = d;
+        }
+        // Upstream omits an empty (unknown) reason.
+        if self.reason().is_empty()
+            && let Some(o) = status.as_object_mut()
+        {
+            o.remove("reason");
         }
         status
     }

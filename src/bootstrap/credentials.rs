@@ -8,10 +8,29 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-/// Where `client.config` points: the API server on loopback (design §3).
-pub const LOCAL_SERVER: &str = "https://127.0.0.1:16443";
-/// The API server port, for `mk8s config`'s LAN address.
+/// MicroK8s's API server port, used when `args/kube-apiserver` does not set one.
 pub const APISERVER_PORT: u16 = 16443;
+
+/// The API server's port as `args/kube-apiserver` sets it (`--secure-port`), so every
+/// kubeconfig follows a moved API server; 16443 when the file or flag is absent or unreadable.
+pub fn apiserver_port(paths: &crate::common::paths::Paths) -> u16 {
+    let file = paths.data_file("args/kube-apiserver");
+    crate::common::args::load(&file, &[], &paths.vars())
+        .ok()
+        .and_then(|flags| {
+            flags
+                .iter()
+                .rev()
+                .find(|f| f.name == "secure-port")
+                .and_then(|f| f.value.parse().ok())
+        })
+        .unwrap_or(APISERVER_PORT)
+}
+
+/// `https://127.0.0.1:<port>`: where the components on this machine reach the API server.
+pub fn local_server(paths: &crate::common::paths::Paths) -> String {
+    format!("https://127.0.0.1:{}", apiserver_port(paths))
+}
 
 const KUBECONFIG_TEMPLATE: &str = include_str!("../../templates/kubeconfig.tera");
 
@@ -168,7 +187,7 @@ mod tests {
 
     #[test]
     fn with_server_rewrites_only_the_server() {
-        let k = render_kubeconfig(LOCAL_SERVER, "admin", b"ca", b"c", b"k").unwrap();
+        let k = render_kubeconfig("https://127.0.0.1:16443", "admin", b"ca", b"c", b"k").unwrap();
         let lan = with_server(&k, "https://192.0.2.2:16443");
         assert!(lan.contains("    server: https://192.0.2.2:16443\n"));
         assert_eq!(lan.replace("192.0.2.2", "127.0.0.1"), k);

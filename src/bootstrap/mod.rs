@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use crate::common::fsutil::{IoError, io_err, read_optional};
 use crate::common::paths::{CERTS_BACKUP_DIR, CERTS_DIR, CREDENTIALS_DIR, Paths};
 use crate::common::txn::{StateLock, Txn, TxnError};
-use credentials::{CredentialsError, KUBECONFIGS, LOCAL_SERVER};
+use credentials::{CredentialsError, KUBECONFIGS};
 use csrconf::{AltName, CsrConfError, DnField, ExtKeyUsage, KeyUsage, ServerCertSpec};
 use pki::{Authority, Issued, LeafRequest, PkiError};
 
@@ -116,7 +116,9 @@ impl RefreshTarget {
     /// Components that read the refreshed files and must restart to serve them.
     pub fn components(self) -> &'static [&'static str] {
         match self {
-            Self::Server | Self::FrontProxyClient => &["apiserver"],
+            // The controller manager serves 10257 with the server certificate, as MicroK8s.
+            Self::Server => &["apiserver", "controller-manager"],
+            Self::FrontProxyClient => &["apiserver"],
             Self::Ca => &[
                 "datastore",
                 "apiserver",
@@ -454,6 +456,7 @@ fn plan(
         .or_insert_with(|| credentials::new_basic_auth().into_bytes());
 
     let ca_pem = files.get("certs/ca.crt").cloned().unwrap_or_default();
+    let server = credentials::local_server(paths);
     for kc in KUBECONFIGS {
         let cert = files
             .get(&format!("certs/{}.crt", kc.cert))
@@ -463,7 +466,7 @@ fn plan(
             .get(&format!("certs/{}.key", kc.cert))
             .cloned()
             .unwrap_or_default();
-        let text = credentials::render_kubeconfig(LOCAL_SERVER, kc.user, &ca_pem, &cert, &key)?;
+        let text = credentials::render_kubeconfig(&server, kc.user, &ca_pem, &cert, &key)?;
         files.insert(format!("credentials/{}", kc.file), text.into_bytes());
     }
     Ok(files)

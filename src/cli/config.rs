@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use crate::bootstrap::{self, credentials::APISERVER_PORT};
+use crate::bootstrap::{self, credentials::apiserver_port};
 use crate::common::{host, paths::Paths};
 
 #[derive(Debug, clap::Args)]
@@ -19,9 +19,10 @@ pub fn run(paths: &Paths, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         host::primary_address()
     };
+    let port = apiserver_port(paths);
     let server = match ip {
-        IpAddr::V4(v4) => format!("https://{v4}:{APISERVER_PORT}"),
-        IpAddr::V6(v6) => format!("https://[{v6}]:{APISERVER_PORT}"),
+        IpAddr::V4(v4) => format!("https://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("https://[{v6}]:{port}"),
     };
     print!("{}", bootstrap::admin_kubeconfig(paths, &server)?);
     Ok(ExitCode::SUCCESS)

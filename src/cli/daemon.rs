@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::common::paths::Paths;
-use crate::{apiserver, datastore};
+use crate::{apiserver, controllers, datastore, kubelet};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Component {
@@ -14,6 +14,12 @@ pub enum Component {
     Datastore,
     /// The Kubernetes API server on 16443
     Apiserver,
+    /// The controller manager on 10257: root CA, service accounts, namespace deletion
+    ControllerManager,
+    /// containerd (Debian's binary) with mk8s's rendered config, on a unix socket
+    Containerd,
+    /// The kubelet on 10250/10255: runs this node's pods on containerd
+    Kubelet,
 }
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +34,13 @@ pub struct Args {
         value_name = "FLAGS"
     )]
     flags: Vec<String>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
@@ -47,6 +60,18 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(apiserver::run(config))?;
+        }
+        Component::ControllerManager => {
+            let config = controllers::load_config(paths, &a.flags)?;
+            runtime()?.block_on(controllers::run(config))?;
+        }
+        Component::Containerd => {
+            let config = kubelet::containerd::load_config(paths, &a.flags)?;
+            runtime()?.block_on(kubelet::containerd::run(config))?;
+        }
+        Component::Kubelet => {
+            let config = kubelet::load_config(paths, &a.flags)?;
+            runtime()?.block_on(kubelet::run(config))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ mod bootstrap;
 mod config;
 mod daemon;
 mod dbctl;
+mod images;
 mod inspect;
 mod kubectl;
 mod refresh_certs;
@@ -65,6 +66,8 @@ enum Command {
     RefreshCerts(refresh_certs::Args),
     /// Back up or restore the datastore
     Dbctl(dbctl::Args),
+    /// Import and list container images (no registry needed)
+    Images(images::Args),
     /// Run one component in the foreground (what the supervisor starts)
     Daemon(daemon::Args),
     /// Run the supervisor in the foreground (what `start` runs in the background)
@@ -119,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Config(a) => config::run(&paths, a),
         Command::RefreshCerts(a) => refresh_certs::run(&paths, a),
         Command::Dbctl(a) => dbctl::run(&paths, a),
+        Command::Images(a) => images::run(&paths, a),
         Command::Daemon(a) => daemon::run(&paths, a),
     };
     match result {

@@ -44,7 +44,7 @@ pub struct Vars {
 }
 
 impl Vars {
-    fn expand(&self, v: &str) -> String {
+    pub fn expand(&self, v: &str) -> String {
         v.replace("${SNAP_DATA}", &self.snap_data)
             .replace("${SNAP_COMMON}", &self.snap_common)
             .replace("${SNAP}", &self.snap)

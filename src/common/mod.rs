@@ -10,4 +10,5 @@ pub mod fsutil;
 pub mod heap;
 pub mod host;
 pub mod paths;
+pub mod quantity;
 pub mod txn;

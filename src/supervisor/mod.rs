@@ -57,6 +57,19 @@ pub struct ComponentDef {
 /// Every component, in start order (the others join as their issues land).
 pub const COMPONENTS: &[ComponentDef] = &[
     ComponentDef {
+        name: "containerd",
+        args_file: "containerd",
+        args_template: include_str!("../../templates/args/containerd"),
+        listens: |paths| {
+            Ok(crate::kubelet::containerd::metrics_addr(paths)?
+                .into_iter()
+                .collect())
+        },
+        probe: |paths| {
+            Box::pin(async move { crate::kubelet::containerd::probe_ready(&paths).await })
+        },
+    },
+    ComponentDef {
         name: "datastore",
         args_file: "datastore",
         args_template: include_str!("../../templates/args/datastore"),
@@ -79,6 +92,26 @@ pub const COMPONENTS: &[ComponentDef] = &[
             Ok(vec![c.listen_addr()])
         },
         probe: |paths| Box::pin(async move { crate::apiserver::probe_ready(&paths).await }),
+    },
+    ComponentDef {
+        name: "controller-manager",
+        args_file: "kube-controller-manager",
+        args_template: include_str!("../../templates/args/kube-controller-manager"),
+        listens: |paths| {
+            let c = crate::controllers::load_config(paths, &[]).map_err(|e| e.to_string())?;
+            Ok(vec![c.listen_addr()])
+        },
+        probe: |paths| Box::pin(async move { crate::controllers::probe_ready(&paths).await }),
+    },
+    ComponentDef {
+        name: "kubelet",
+        args_file: "kubelet",
+        args_template: include_str!("../../templates/args/kubelet"),
+        listens: |paths| {
+            let c = crate::kubelet::load_config(paths, &[]).map_err(|e| e.to_string())?;
+            Ok(c.listens())
+        },
+        probe: |paths| Box::pin(async move { crate::kubelet::probe_ready(&paths).await }),
     },
 ];
 

@@ -4,6 +4,8 @@
 mod apiserver;
 mod bad_input;
 mod bootstrap;
+mod cluster;
+mod controllers;
 mod crash;
 mod datastore;
 mod datastore_client;
@@ -11,6 +13,8 @@ mod datastore_diff;
 mod etcd;
 mod kube_client;
 mod kubeconfig;
+mod kubelet_api;
+mod pods;
 mod refresh;
 mod supervisor;
 mod tls;

@@ -1,115 +1,11 @@
 //! `mk8s start / status / stop` with the supervisor and the components that exist, on free
 //! ports in a temporary data dir; every process started is stopped, by pid, even on failure.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::etcd::{etcdctl_cmd, free_port};
-
-/// A cluster in temporary roots; `mk8s stop` (then SIGKILL by pid file) on drop.
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    common: PathBuf,
-    client_port: u16,
-    api_port: u16,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let common = tmp.path().join("common");
-        let client_port = free_port();
-        std::fs::create_dir_all(data.join("args")).unwrap();
-        std::fs::write(
-            data.join("args/datastore"),
-            format!(
-                "--listen-client-urls=https://127.0.0.1:{client_port}\n--listen-peer-urls=https://127.0.0.1:{}\n--storage-dir=${{SNAP_DATA}}/var/lib/datastore\n",
-                free_port()
-            ),
-        )
-        .unwrap();
-        let template = include_str!("../../templates/args/kube-apiserver");
-        let api_port = free_port();
-        std::fs::write(
-            data.join("args/kube-apiserver"),
-            format!(
-                "{template}--secure-port={api_port}\n--bind-address=127.0.0.1\n--etcd-servers=https://127.0.0.1:{client_port}\n"
-            ),
-        )
-        .unwrap();
-        Cluster {
-            _tmp: tmp,
-            data,
-            common,
-            client_port,
-            api_port,
-        }
-    }
-
-    fn mk8s(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mk8s"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--common-dir")
-            .arg(&self.common)
-            .env_remove("MK8S_SNAP_DATA")
-            .env_remove("MK8S_SNAP_COMMON")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.mk8s(args);
-        assert!(out.status.success(), "mk8s {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `mk8s --data-dir … kubectl <args>`: the roots must come first, as kubectl takes the rest.
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mk8s"))
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--common-dir")
-            .arg(&self.common)
-            .arg("kubectl")
-            .args(args)
-            .env("HOME", self.common.as_os_str())
-            .output()
-            .unwrap()
-    }
-
-    fn pid(&self, name: &str) -> Option<u32> {
-        std::fs::read_to_string(self.common.join(format!("run/{name}.pid")))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    }
-
-    fn etcdctl(&self, args: &[&str]) -> Output {
-        etcdctl_cmd(
-            &format!("https://127.0.0.1:{}", self.client_port),
-            &self.data.join("certs"),
-            Some("apiserver-etcd-client"),
-            args,
-        )
-        .output()
-        .unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.mk8s(&["stop"]);
-        for name in ["supervisor", "apiserver", "datastore"] {
-            if let Some(pid) = self.pid(name) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
+use crate::cluster::Cluster;
+use crate::etcd::free_port;
 
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()

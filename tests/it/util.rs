@@ -163,16 +163,26 @@ pub fn verifies(certs: &Path, ca: &str, cert: &str) -> bool {
     ok && text.contains(": OK")
 }
 
-/// The host's addresses as `hostname -I` prints them, less link-local ones (as MicroK8s).
+/// The host's addresses as `hostname -I` prints them, less link-local ones (as MicroK8s) and
+/// those of the pod bridge and its veths, which are not the host's (mk8s leaves them out).
 pub fn host_ips() -> Vec<String> {
-    let out = Command::new("hostname")
-        .arg("-I")
+    let out = Command::new("ip")
+        .args(["-o", "addr", "show"])
         .output()
-        .expect("hostname -I");
+        .expect("ip -o addr show");
     String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dev = f.get(1)?.split('@').next()?;
+            let ip = f.get(3)?.split('/').next()?;
+            let skip = dev == "lo"
+                || ["mk8sbr", "cni", "veth", "flannel", "vxlan", "cali"]
+                    .iter()
+                    .any(|p| dev.starts_with(p));
+            (!skip).then(|| ip.to_string())
+        })
         .filter(|ip| !ip.starts_with("169.254.") && !ip.to_ascii_lowercase().starts_with("fe80:"))
-        .map(str::to_string)
         .collect()
 }
 

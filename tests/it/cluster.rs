@@ -1,0 +1,159 @@
+//! A whole mk8s cluster in temporary roots, started through `mk8s start` like a user's, on
+//! free ports: every component's args file names its own ports and the kubeconfigs point at
+//! this cluster's API server. `mk8s stop` (then SIGKILL by pid file) on drop.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use crate::etcd::{etcdctl_cmd, free_port};
+
+/// Every component the supervisor runs, for the kill-by-pid-file cleanup.
+pub const COMPONENTS: &[&str] = &[
+    "supervisor",
+    "kubelet",
+    "apiserver",
+    "datastore",
+    "containerd",
+];
+
+/// A cluster in temporary roots; `mk8s stop` (then SIGKILL by pid file) on drop.
+pub struct Cluster {
+    _tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub common: PathBuf,
+    pub client_port: u16,
+    pub api_port: u16,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let common = tmp.path().join("common");
+        let client_port = free_port();
+        std::fs::create_dir_all(data.join("args")).unwrap();
+        std::fs::write(
+            data.join("args/datastore"),
+            format!(
+                "--listen-client-urls=https://127.0.0.1:{client_port}\n--listen-peer-urls=https://127.0.0.1:{}\n--storage-dir=${{SNAP_DATA}}/var/lib/datastore\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let template = include_str!("../../templates/args/kube-apiserver");
+        let api_port = free_port();
+        std::fs::write(
+            data.join("args/kube-apiserver"),
+            format!(
+                "{template}--secure-port={api_port}\n--bind-address=127.0.0.1\n--etcd-servers=https://127.0.0.1:{client_port}\n"
+            ),
+        )
+        .unwrap();
+        let template = include_str!("../../templates/args/kube-controller-manager");
+        std::fs::write(
+            data.join("args/kube-controller-manager"),
+            format!(
+                "{template}--secure-port={}\n--bind-address=127.0.0.1\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let template = include_str!("../../templates/args/kubelet");
+        std::fs::write(
+            data.join("args/kubelet"),
+            format!(
+                "{template}--port={}\n--read-only-port={}\n--healthz-port={}\n--address=127.0.0.1\n",
+                free_port(),
+                free_port(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        let template = include_str!("../../templates/containerd-template.toml");
+        std::fs::write(
+            data.join("args/containerd-template.toml"),
+            template.replace("127.0.0.1:1338", &format!("127.0.0.1:{}", free_port())),
+        )
+        .unwrap();
+        // Bootstrap renders the kubeconfigs for args/kube-apiserver's --secure-port.
+        Cluster {
+            _tmp: tmp,
+            data,
+            common,
+            client_port,
+            api_port,
+        }
+    }
+
+    /// The real kubectl with the admin kubeconfig, at this cluster's API server.
+    pub fn kubectl_at(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.data.join("credentials/client.config"))
+            .args(args)
+            .env("HOME", self.common.as_os_str())
+            .output()
+            .unwrap()
+    }
+
+    pub fn mk8s(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mk8s"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--common-dir")
+            .arg(&self.common)
+            .env_remove("MK8S_SNAP_DATA")
+            .env_remove("MK8S_SNAP_COMMON")
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.mk8s(args);
+        assert!(out.status.success(), "mk8s {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `mk8s --data-dir … kubectl <args>`: the roots must come first, as kubectl takes the rest.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mk8s"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--common-dir")
+            .arg(&self.common)
+            .arg("kubectl")
+            .args(args)
+            .env("HOME", self.common.as_os_str())
+            .output()
+            .unwrap()
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        std::fs::read_to_string(self.common.join(format!("run/{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        etcdctl_cmd(
+            &format!("https://127.0.0.1:{}", self.client_port),
+            &self.data.join("certs"),
+            Some("apiserver-etcd-client"),
+            args,
+        )
+        .output()
+        .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.mk8s(&["stop"]);
+        for name in COMPONENTS {
+            if let Some(pid) = self.pid(name) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
