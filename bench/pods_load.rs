@@ -218,6 +218,13 @@ async fn api_batch(pods: &Api<Pod>, names: Vec<String>, node: &str, image: &str)
             .filter(|n| !out.contains_key(*n))
             .collect::<Vec<_>>()
     );
+    if names.len() > 1 {
+        // Let the kubelet settle with every pod running, then read its footprint.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Some(kib) = kubelet_rss_kib() {
+            println!("kubelet_rss_30 {:.1} MiB", kib as f64 / 1024.0);
+        }
+    }
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
         ..Default::default()

@@ -246,7 +246,7 @@ impl Config {
                 "kubelet-client-key" => self.kubelet_client_key = path(),
                 "request-timeout" => {
                     self.request_timeout =
-                        crate::datastore::parse_duration(&f.value).map_err(|w| invalid(&w))?
+                        crate::common::args::parse_duration(&f.value).map_err(|w| invalid(&w))?
                 }
                 other => {
                     return Err(ArgsError::Unknown {

@@ -118,8 +118,54 @@ pub fn split_list(v: &str) -> Vec<String> {
         .collect()
 }
 
+/// A Go duration: one or more number-unit pairs (`500ms`, `30s`, `5m`, `1h`, `1m30s`).
+pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("'{v}' is not a duration like 5m");
+    let mut rest = v;
+    let mut total = std::time::Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let d = match unit {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+            "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(d);
+        rest = next;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("1m0s"), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            super::parse_duration("1h2m3s"),
+            Ok(Duration::from_secs(3723))
+        );
+        assert!(super::parse_duration("5x").is_err());
+        assert!(super::parse_duration("").is_err());
+        assert!(super::parse_duration("m").is_err());
+    }
+
     use super::*;
 
     #[test]

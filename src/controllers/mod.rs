@@ -168,7 +168,7 @@ impl Config {
             };
             let path = || Some(PathBuf::from(&f.value)).filter(|p| !p.as_os_str().is_empty());
             let duration = || {
-                crate::datastore::parse_duration(&f.value)
+                crate::common::args::parse_duration(&f.value)
                     .map_err(|w| invalid(&w))
                     .and_then(|d| match d.is_zero() {
                         true => Err(invalid("must be greater than zero")),

@@ -156,7 +156,7 @@ impl Config {
                 }
                 "experimental-watch-progress-notify-interval" => {
                     self.progress_notify_interval =
-                        parse_duration(&f.value).map_err(|w| invalid(&w))?
+                        crate::common::args::parse_duration(&f.value).map_err(|w| invalid(&w))?
                 }
                 other => {
                     return Err(ArgsError::Unknown {
@@ -221,23 +221,7 @@ fn parse_retention(v: &str) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .ok_or_else(|| format!("'{v}' hours is too long"));
     }
-    parse_duration(v)
-}
-
-/// A Go-style duration with one unit: `500ms`, `30s`, `5m`, `1h`.
-pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{v}' is not a duration like 5m"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("'{v}' is not a duration like 5m")),
-    })
+    crate::common::args::parse_duration(v)
 }
 
 /// Compacts history older than `retention`, sampling the revision every tenth of it.

@@ -85,6 +85,8 @@ pub struct Config {
     pub resolv_conf: PathBuf,
     pub max_pods: u32,
     pub node_labels: Vec<(String, String)>,
+    /// `--sync-frequency`: how often volumes (configMaps, secrets, tokens) are re-read.
+    pub sync_frequency: Duration,
 }
 
 /// Upstream kubelet flags accepted for compatibility with MicroK8s args files, with no
@@ -138,6 +140,7 @@ pub fn load_config(paths: &Paths, cli: &[String]) -> Result<Config, KubeletError
         resolv_conf: PathBuf::from("/etc/resolv.conf"),
         max_pods: node::DEFAULT_MAX_PODS,
         node_labels: vec![],
+        sync_frequency: Duration::from_secs(60),
     };
     for f in &flags {
         match f.name.as_str() {
@@ -159,6 +162,15 @@ pub fn load_config(paths: &Paths, cli: &[String]) -> Result<Config, KubeletError
             "cluster-domain" => c.cluster_domain = f.value.clone(),
             "resolv-conf" => c.resolv_conf = PathBuf::from(&f.value),
             "max-pods" => c.max_pods = parse(f)?,
+            "sync-frequency" => {
+                c.sync_frequency =
+                    args::parse_duration(&f.value).map_err(|why| ArgsError::Invalid {
+                        origin: f.origin.clone(),
+                        flag: f.name.clone(),
+                        value: f.value.clone(),
+                        why,
+                    })?
+            }
             "node-labels" => {
                 c.node_labels = args::split_list(&f.value)
                     .into_iter()
@@ -365,6 +377,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
             node_name: facts.name.clone(),
         },
         root_dir: config.root_dir.clone(),
+        sync_frequency: config.sync_frequency,
         host_ip: facts.address.to_string(),
         node_cpu: cpus,
         node_memory: meminfo_bytes(),

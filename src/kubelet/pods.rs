@@ -40,6 +40,7 @@ pub struct Shared {
     pub events: Recorder,
     pub settings: SandboxSettings,
     pub root_dir: PathBuf,
+    pub sync_frequency: Duration,
     pub host_ip: String,
     pub node_cpu: f64,
     pub node_memory: f64,
@@ -121,6 +122,7 @@ fn ensure_worker(
                 start_time: None,
                 sandbox_stopped: false,
                 probes: ProbeSet::default(),
+                mounted: None,
             };
             workers.insert(uid, (notify, tokio::spawn(w.run())));
         }
@@ -177,6 +179,8 @@ struct Worker {
     start_time: Option<String>,
     sandbox_stopped: bool,
     probes: ProbeSet,
+    /// The pod's volume paths and when their content was last read from the API.
+    mounted: Option<(HashMap<String, PathBuf>, Instant)>,
 }
 
 /// The latest CRI status of a container name, and the one before it.
@@ -303,12 +307,42 @@ impl Worker {
                     )
                     .await;
             }
+            let hook = pod.and_then(|p| {
+                let spec = p.spec.as_ref()?;
+                let c = spec.containers.iter().find(|c| c.name == name)?;
+                let pre = c.lifecycle.as_ref()?.pre_stop.clone()?;
+                Some((p.clone(), c.clone(), pre))
+            });
             let mut rt = rt.clone();
+            let shared = self.shared.clone();
+            let ip = self
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.1.first().cloned())
+                .unwrap_or_default();
             stops.push(async move {
+                let started = Instant::now();
+                if let Some((p, spec, pre)) = hook {
+                    // preStop runs within the grace period; what it leaves is StopContainer's.
+                    let budget = Duration::from_secs(grace.max(0) as u64);
+                    if let Err(why) = run_hook(&shared, &spec, &c.id, &ip, &pre, budget).await {
+                        shared
+                            .events
+                            .record(
+                                &p,
+                                Some(&format!("spec.containers{{{name}}}")),
+                                false,
+                                "FailedPreStopHook",
+                                &format!("PreStopHook failed: {why}"),
+                            )
+                            .await;
+                    }
+                }
+                let left = (grace - started.elapsed().as_secs() as i64).max(0);
                 if let Err(e) = rt
                     .stop_container(cri::StopContainerRequest {
                         container_id: c.id.clone(),
-                        timeout: grace,
+                        timeout: left,
                     })
                     .await
                 {
@@ -563,12 +597,32 @@ impl Worker {
             node_cpu: self.shared.node_cpu,
             node_memory: self.shared.node_memory,
         };
-        let vols = match self
-            .volumes
-            .setup(&self.shared.client, &self.shared.root_dir, &ctx)
-            .await
-        {
-            Ok(v) => v,
+        // Volume content is re-read every --sync-frequency (upstream's configMap/secret
+        // propagation), not on every pass over the pod.
+        let fresh = self
+            .mounted
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < self.shared.sync_frequency)
+            .map(|(v, _)| v.clone());
+        let setup = match fresh {
+            Some(v) => Ok(v),
+            None => {
+                self.volumes
+                    .setup(&self.shared.client, &self.shared.root_dir, &ctx)
+                    .await
+            }
+        };
+        let vols = match setup {
+            Ok(v) => {
+                if self
+                    .mounted
+                    .as_ref()
+                    .is_none_or(|(_, at)| at.elapsed() >= self.shared.sync_frequency)
+                {
+                    self.mounted = Some((v.clone(), Instant::now()));
+                }
+                v
+            }
             Err(e) => {
                 self.shared
                     .events
@@ -892,7 +946,9 @@ impl Worker {
             )
             .await;
         match rt
-            .start_container(cri::StartContainerRequest { container_id: id })
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
             .await
         {
             Ok(_) => {
@@ -907,6 +963,35 @@ impl Worker {
                         &format!("Started container {}", c.name),
                     )
                     .await;
+                if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                    // As upstream: the container counts as started only after its postStart
+                    // hook; a failed hook kills it and the restart policy takes over.
+                    let ip = ctx.pod_ips.first().cloned().unwrap_or_default();
+                    if let Err(why) = run_hook(&self.shared, c, &id, &ip, hook, HOOK_TIMEOUT).await
+                    {
+                        self.shared
+                            .events
+                            .record(
+                                pod,
+                                Some(&fp),
+                                false,
+                                "FailedPostStartHook",
+                                &format!("PostStartHook failed: {why}"),
+                            )
+                            .await;
+                        let grace = pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                            .unwrap_or(30);
+                        let _ = rt
+                            .stop_container(cri::StopContainerRequest {
+                                container_id: id,
+                                timeout: grace,
+                            })
+                            .await;
+                    }
+                }
             }
             Err(e) => {
                 // containerd records the failed start as an exit (StartError, 128); the
@@ -1250,6 +1335,36 @@ impl Worker {
             out["state"] = json!({"waiting": w});
         }
         out
+    }
+}
+
+/// How long a postStart hook may run.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a lifecycle hook (exec, httpGet, tcpSocket or sleep) within `budget`.
+async fn run_hook(
+    shared: &Shared,
+    c: &Container,
+    id: &str,
+    ip: &str,
+    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    budget: Duration,
+) -> Result<(), String> {
+    if let Some(sleep) = &hook.sleep {
+        tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(budget)).await;
+        return Ok(());
+    }
+    let h = super::probes::Handler {
+        exec: hook.exec.as_ref(),
+        http_get: hook.http_get.as_ref(),
+        tcp_socket: hook.tcp_socket.as_ref(),
+    };
+    match tokio::time::timeout(budget, h.run(shared, c, id, ip, budget)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "hook did not finish within {}",
+            go_duration(budget)
+        )),
     }
 }
 

@@ -253,31 +253,57 @@ impl Runner {
         self.notify.notify_one();
     }
 
-    fn port(&self, port: &IntOrString) -> Result<u16, String> {
-        match port {
-            IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
-            IntOrString::String(name) => self
-                .container
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(name.as_str()))
-                .and_then(|p| u16::try_from(p.container_port).ok())
-                .ok_or_else(|| format!("couldn't find port: {name} in {}", self.container.name)),
-        }
-    }
-
     async fn once(&self, timeout: Duration) -> Result<(), String> {
         let p = &self.probe;
-        if let Some(exec) = &p.exec {
+        let h = Handler {
+            exec: p.exec.as_ref(),
+            http_get: p.http_get.as_ref(),
+            tcp_socket: p.tcp_socket.as_ref(),
+        };
+        h.run(&self.shared, &self.container, &self.id, &self.ip, timeout)
+            .await
+    }
+}
+
+/// One action of a probe or lifecycle hook (both have exec, httpGet and tcpSocket).
+pub struct Handler<'a> {
+    pub exec: Option<&'a k8s_openapi::api::core::v1::ExecAction>,
+    pub http_get: Option<&'a k8s_openapi::api::core::v1::HTTPGetAction>,
+    pub tcp_socket: Option<&'a k8s_openapi::api::core::v1::TCPSocketAction>,
+}
+
+/// A port by number or by the name of one of the container's ports.
+fn port(container: &Container, port: &IntOrString) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or_else(|| format!("couldn't find port: {name} in {}", container.name)),
+    }
+}
+
+impl Handler<'_> {
+    /// Runs the action against the container; the error is upstream's failure text.
+    pub async fn run(
+        &self,
+        shared: &Shared,
+        container: &Container,
+        id: &str,
+        pod_ip: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        if let Some(exec) = self.exec {
             let cmd = exec.command.clone().unwrap_or_default();
-            let r = self
-                .shared
+            let r = shared
                 .cri
                 .runtime
                 .clone()
                 .exec_sync(cri::ExecSyncRequest {
-                    container_id: self.id.clone(),
+                    container_id: id.to_string(),
                     cmd: cmd.clone(),
                     timeout: timeout.as_secs() as i64,
                 })
@@ -295,9 +321,9 @@ impl Runner {
                 out
             });
         }
-        if let Some(tcp) = &p.tcp_socket {
-            let host = tcp.host.clone().unwrap_or_else(|| self.ip.clone());
-            let port = self.port(&tcp.port)?;
+        if let Some(tcp) = self.tcp_socket {
+            let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_string());
+            let port = port(container, &tcp.port)?;
             let addr = format!("{host}:{port}");
             return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await
             {
@@ -306,9 +332,9 @@ impl Runner {
                 Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
             };
         }
-        if let Some(http) = &p.http_get {
-            let host = http.host.clone().unwrap_or_else(|| self.ip.clone());
-            let port = self.port(&http.port)?;
+        if let Some(http) = self.http_get {
+            let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
+            let port = port(container, &http.port)?;
             if http.scheme.as_deref() == Some("HTTPS") {
                 return Err("HTTPS probes are not supported by mk8s yet".into());
             }

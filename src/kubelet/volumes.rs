@@ -387,8 +387,8 @@ impl PodVolumes {
                 }
             }
             ("projected", p)
-        } else if v.persistent_volume_claim.is_some() {
-            return Err("persistentVolumeClaim volumes are not supported by mk8s yet".into());
+        } else if let Some(claim) = &v.persistent_volume_claim {
+            return claim_path(client, &ns, &claim.claim_name).await;
         } else {
             return Err("unsupported volume type".into());
         };
@@ -464,6 +464,46 @@ impl PodVolumes {
             tracing::warn!("remove {}: {e}", dir.display());
         }
     }
+}
+
+/// The host directory of a claim bound to a hostPath (or local) PersistentVolume.
+async fn claim_path(client: &Client, ns: &str, claim: &str) -> Result<PathBuf, String> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get_opt(claim)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
+    let phase = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    let volume = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
+    if volume.is_empty() {
+        return Err(format!(
+            "PVC {ns}/{claim} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName (\"\")"
+        ));
+    }
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get_opt(&volume)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolume \"{volume}\" not found"))?;
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(hp) = spec.host_path {
+        return host_path(&hp.path, hp.type_.as_deref().unwrap_or("")).map(PathBuf::from);
+    }
+    if let Some(local) = spec.local {
+        return host_path(&local.path, "Directory").map(PathBuf::from);
+    }
+    Err(format!(
+        "persistentvolume \"{volume}\" is neither hostPath nor local, which is all mk8s can mount"
+    ))
 }
 
 /// hostPath with upstream's type checks and its error words.

@@ -62,7 +62,7 @@ impl Cluster {
         std::fs::write(
             data.join("args/kubelet"),
             format!(
-                "{template}--port={}\n--read-only-port={}\n--healthz-port={}\n--address=127.0.0.1\n",
+                "{template}--port={}\n--read-only-port={}\n--healthz-port={}\n--address=127.0.0.1\n--sync-frequency=2s\n",
                 free_port(),
                 free_port(),
                 free_port()

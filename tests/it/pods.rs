@@ -297,6 +297,8 @@ fn pods_run_on_containerd_end_to_end() {
         "Container image \"nothere.example/none:1.0\" is not present with pull policy of Never"
     );
 
+    hooks_claims_and_updates(&c);
+
     // Deleting a pod stops it within its grace period and leaves no container, netns or IP.
     let ip_file = c.common.join(format!("var/lib/cni/networks/mk8s/{web_ip}"));
     assert!(ip_file.exists(), "host-local holds {web_ip}");
@@ -334,4 +336,72 @@ fn pods_run_on_containerd_end_to_end() {
     c.ok(&["stop"]);
     let left = processes_of(&c);
     assert!(left.is_empty(), "still running after stop: {left:#?}");
+}
+
+/// Lifecycle hooks, a claim bound to a hostPath volume, and a configMap update reaching a
+/// running pod (the cluster's kubelet re-reads volumes every 2 s, `--sync-frequency`).
+fn hooks_claims_and_updates(c: &Cluster) {
+    let host = c.common.join("pv-data");
+    std::fs::create_dir_all(&host).unwrap();
+    let host_s = host.display().to_string();
+    apply(
+        c,
+        &format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: pv1}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  hostPath: {{path: {host_s}}}\n  claimRef: {{namespace: default, name: claim1}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: claim1}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n  volumeName: pv1\n"
+        ),
+    );
+    assert!(
+        kubectl(
+            c,
+            &["create", "configmap", "live-cfg", "--from-literal=v=one"]
+        )
+        .0
+    );
+    apply(
+        c,
+        &pod(
+            "hooks",
+            "Always",
+            "  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'until [ -f /tmp/started ]; do sleep 1; done; cat /tmp/started; echo > /data/main-ran; while true; do cat /cfg/v; echo; sleep 1; done']\n    lifecycle:\n      postStart: {exec: {command: [sh, -c, 'echo post-start > /tmp/started']}}\n      preStop: {exec: {command: [sh, -c, 'echo pre-stop > /data/pre-stop']}}\n    volumeMounts: [{name: data, mountPath: /data}, {name: cfg, mountPath: /cfg}]\n  volumes:\n  - {name: data, persistentVolumeClaim: {claimName: claim1}}\n  - {name: cfg, configMap: {name: live-cfg}}\n",
+        ),
+    );
+    let (ok, _, err) = kubectl(
+        c,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/hooks",
+            "--timeout=60s",
+        ],
+    );
+    assert!(ok, "hooks never became Ready: {err}");
+    wait_for("the claim's directory to be written", 30, || {
+        host.join("main-ran").exists()
+    });
+    wait_for("postStart's file to be read", 30, || {
+        kubectl(c, &["logs", "hooks"]).1.starts_with("post-start\n")
+    });
+    assert!(
+        kubectl(
+            c,
+            &[
+                "patch",
+                "configmap",
+                "live-cfg",
+                "-p",
+                r#"{"data":{"v":"two"}}"#
+            ]
+        )
+        .0
+    );
+    wait_for("the configMap update inside the pod", 60, || {
+        kubectl(c, &["logs", "hooks", "--tail=1"]).1 == "two\n"
+    });
+    let (ok, _, err) = kubectl(c, &["delete", "pod", "hooks"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(host.join("pre-stop")).unwrap_or_default(),
+        "pre-stop\n",
+        "preStop ran before the container stopped"
+    );
 }
