@@ -298,6 +298,8 @@ fn pods_run_on_containerd_end_to_end() {
     );
 
     hooks_claims_and_updates(&c);
+    init_security_and_downward(&c);
+    restarted_kubelet_adopts(&c);
 
     // Deleting a pod stops it within its grace period and leaves no container, netns or IP.
     let ip_file = c.common.join(format!("var/lib/cni/networks/mk8s/{web_ip}"));
@@ -404,4 +406,82 @@ fn hooks_claims_and_updates(c: &Cluster) {
         "pre-stop\n",
         "preStop ran before the container stopped"
     );
+}
+
+/// Init containers, security context, a memory emptyDir, the downward API and resource refs.
+fn init_security_and_downward(c: &Cluster) {
+    apply(
+        c,
+        &pod(
+            "features",
+            "Never",
+            "  securityContext: {runAsUser: 1000, runAsGroup: 3000}\n  initContainers:\n  - name: init\n    image: busybox:1.35\n    command: [sh, -c, 'echo from-init > /work/init.txt']\n    volumeMounts: [{name: work, mountPath: /work}]\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'cat /work/init.txt; id -u; id -g; touch /ro-test 2>/dev/null || echo read-only; grep -c \" /cache tmpfs\" /proc/mounts; cat /pod/labels; echo; echo CPU=$CPU']\n    securityContext: {readOnlyRootFilesystem: true}\n    resources: {limits: {cpu: 500m, memory: 64Mi}}\n    env: [{name: CPU, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}]\n    volumeMounts: [{name: work, mountPath: /work}, {name: cache, mountPath: /cache}, {name: pod, mountPath: /pod}]\n  volumes:\n  - {name: work, emptyDir: {}}\n  - {name: cache, emptyDir: {medium: Memory}}\n  - {name: pod, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}\n",
+        ),
+    );
+    wait_for("features to finish", 60, || {
+        let p = jsonpath(c, &["pod", "features"], "{.status.phase}");
+        p == "Succeeded" || p == "Failed"
+    });
+    let (_, logs, _) = kubectl(c, &["logs", "features"]);
+    assert_eq!(
+        logs,
+        "from-init\n1000\n3000\nread-only\n1\napp=\"features\"\nCPU=500\n"
+    );
+    let init = jsonpath(
+        c,
+        &["pod", "features"],
+        "{.status.initContainerStatuses[0].state.terminated.reason}",
+    );
+    assert_eq!(init, "Completed");
+    // The init container has no limits, so the pod is Burstable, as upstream's QoS rules say.
+    assert_eq!(
+        jsonpath(c, &["pod", "features"], "{.status.qosClass}"),
+        "Burstable"
+    );
+}
+
+/// A kubelet killed with SIGKILL comes back (the supervisor restarts it) and adopts the
+/// running containers instead of starting them again.
+fn restarted_kubelet_adopts(c: &Cluster) {
+    let before = jsonpath(
+        c,
+        &["pod", "web"],
+        "{.status.containerStatuses[0].containerID}",
+    );
+    let pid = std::fs::read_to_string(c.common.join("run/kubelet.pid")).unwrap();
+    let pid = pid.trim().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("a new kubelet", 30, || {
+        std::fs::read_to_string(c.common.join("run/kubelet.pid")).is_ok_and(|p| p.trim() != pid)
+    });
+    wait_for("the new kubelet's health", 30, || {
+        c.mk8s(&["status", "--wait-ready", "--timeout", "1"])
+            .status
+            .success()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        jsonpath(
+            c,
+            &["pod", "web"],
+            "{.status.containerStatuses[0].containerID}"
+        ),
+        before,
+        "the container was adopted, not restarted"
+    );
+    assert_eq!(
+        jsonpath(
+            c,
+            &["pod", "web"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+    assert_eq!(jsonpath(c, &["pod", "web"], "{.status.phase}"), "Running");
 }
