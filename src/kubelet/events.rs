@@ -29,8 +29,29 @@ impl Recorder {
         }
     }
 
-    /// Records an event; failures are logged, never fatal (events are best effort upstream).
+    /// Records an event in the background, so a pod's start never waits on it; failures are
+    /// logged, never fatal (events are best effort upstream too).
     pub async fn record(
+        &self,
+        pod: &Pod,
+        field_path: Option<&str>,
+        normal: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        let (this, pod) = (self.clone(), pod.clone());
+        let (fp, reason, message) = (
+            field_path.map(str::to_string),
+            reason.to_string(),
+            message.to_string(),
+        );
+        tokio::spawn(async move {
+            this.write(&pod, fp.as_deref(), normal, &reason, &message)
+                .await
+        });
+    }
+
+    async fn write(
         &self,
         pod: &Pod,
         field_path: Option<&str>,
