@@ -106,6 +106,25 @@ fn versions() -> String {
     out
 }
 
+/// What the real kubectl says about the cluster (`get nodes`, `get pods -A`…), or why it
+/// could not say it; bounded so a hung API server cannot hang the report.
+fn cluster_summary(paths: &Paths, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(paths.data_file("credentials/client.config"))
+        .arg("--request-timeout=5s")
+        .args(args)
+        .output();
+    match out {
+        Ok(o) => {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text
+        }
+        Err(e) => format!("cannot run kubectl: {e}\n"),
+    }
+}
+
 pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
     let now = time::OffsetDateTime::now_utc();
     let output = a.output.unwrap_or_else(|| {
@@ -140,6 +159,13 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
         if let Ok(args) = std::fs::read(paths.data_file(format!("args/{}", c.args_file))) {
             files.push((format!("args/{}", c.args_file), args));
         }
+    }
+    for (file, what) in [
+        ("k8s/nodes.txt", &["get", "nodes", "-o", "wide"][..]),
+        ("k8s/pods.txt", &["get", "pods", "-A", "-o", "wide"][..]),
+        ("k8s/events.txt", &["get", "events", "-A"][..]),
+    ] {
+        files.push((file.into(), cluster_summary(paths, what).into_bytes()));
     }
     for name in COMPONENTS.iter().map(|c| c.name).chain(["supervisor"]) {
         let log = supervisor::logs::tail(&supervisor::log_path(paths, name), LOG_TAIL_LINES);

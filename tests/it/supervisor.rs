@@ -260,6 +260,17 @@ fn inspect_collects_a_report_and_names_problems() {
         certs.starts_with("The CA certificate will expire in 3649 days."),
         "{certs}"
     );
+    // The node and pod summaries come from the running cluster, through kubectl.
+    let nodes = tar_read(&report, "inspection-report/k8s/nodes.txt");
+    assert!(
+        nodes.starts_with("NAME ") && nodes.contains("containerd://"),
+        "{nodes}"
+    );
+    let pods = tar_read(&report, "inspection-report/k8s/pods.txt");
+    assert!(
+        pods.starts_with("NAMESPACE ") || pods.starts_with("No resources found"),
+        "{pods}"
+    );
 
     // Stopped, with the datastore's port taken: the report says so and who holds it.
     c.ok(&["stop"]);
