@@ -1,6 +1,9 @@
 //! The API server's client of kubelets: the `pods/log` subresource, streamed from the
-//! kubelet's `/containerLogs/{ns}/{pod}/{container}`, and `nodes/proxy`, which forwards GETs
-//! to any kubelet path. Both speak HTTPS to the port the Node reports
+//! kubelet's `/containerLogs/{ns}/{pod}/{container}`; `nodes/proxy`, which forwards GETs
+//! to any kubelet path; and `pods/exec`, `pods/attach` and `pods/portforward`, whose HTTP
+//! upgrade (WebSocket or SPDY) is proxied to the kubelet's `/exec`, `/attach` and
+//! `/portForward` and, once the kubelet switches protocols, spliced byte for byte (the kubelet
+//! does the same towards containerd). All speak HTTPS to the port the Node reports
 //! (`status.daemonEndpoints.kubeletEndpoint`), presenting `--kubelet-client-certificate` and
 //! verifying the kubelet's serving certificate against `--kubelet-certificate-authority`.
 //!
@@ -197,11 +200,7 @@ struct LogParams {
 
 impl LogParams {
     fn from_req(req: &Req, name: &str) -> Result<Self, ApiError> {
-        // Any value but `0` or `false` is true, as the query conversion reads booleans.
-        let flag = |k: &str| {
-            req.param(k)
-                .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
-        };
+        let flag = |k: &str| query_flag(req, k);
         let int = |k: &str| -> Result<Option<i64>, ApiError> {
             match req.param(k) {
                 None | Some("") => Ok(None),
@@ -300,6 +299,13 @@ impl LogParams {
         }
         encode_query(q.iter().map(|(k, v)| (*k, v.as_str())))
     }
+}
+
+/// A boolean option of a subresource's query: any value but `0` or `false` is true, as the
+/// query conversion reads booleans; absent is false.
+fn query_flag(req: &Req, key: &str) -> bool {
+    req.param(key)
+        .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 fn encode_query<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
@@ -514,24 +520,28 @@ struct KubeletResponse {
     body: Incoming,
 }
 
-/// `GET https://<host>:<port><path_and_query>` with the kubelet client certificate.
-async fn kubelet_get(
-    client: &KubeletClient,
-    endpoint: &Endpoint,
-    path_and_query: &str,
-    insecure: bool,
-) -> Result<KubeletResponse, ApiError> {
-    let host_port = match endpoint.host.parse::<IpAddr>() {
+/// `host:port` of an endpoint, with IPv6 addresses bracketed.
+fn host_port(endpoint: &Endpoint) -> String {
+    match endpoint.host.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", endpoint.port),
         _ => format!("{}:{}", endpoint.host, endpoint.port),
-    };
-    let url = format!("https://{host_port}{path_and_query}");
+    }
+}
+
+/// A TLS connection to a kubelet with the kubelet client certificate, or Go's words for why
+/// there is none; never waits longer than the connect and handshake timeouts.
+async fn dial(
+    client: &KubeletClient,
+    endpoint: &Endpoint,
+    insecure: bool,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let host_port = host_port(endpoint);
     let tls = if insecure {
         client.insecure.clone()
     } else {
         match &client.verified {
             Some(t) => t.clone(),
-            None => return Err(unreachable(&url, client.unverified.clone())),
+            None => return Err(client.unverified.clone()),
         }
     };
     let tcp = match tokio::time::timeout(
@@ -541,27 +551,36 @@ async fn kubelet_get(
     .await
     {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(unreachable(&url, dial_error(&host_port, &e))),
-        Err(_) => {
-            return Err(unreachable(
-                &url,
-                format!("dial tcp {host_port}: i/o timeout"),
-            ));
-        }
+        Ok(Err(e)) => return Err(dial_error(&host_port, &e)),
+        Err(_) => return Err(format!("dial tcp {host_port}: i/o timeout")),
     };
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(endpoint.host.clone())
-        .map_err(|e| unreachable(&url, format!("invalid server name: {e}")))?;
-    let stream = match tokio::time::timeout(
+        .map_err(|e| format!("invalid server name: {e}"))?;
+    match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
     )
     .await
     {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(unreachable(&url, format!("tls: {e}"))),
-        Err(_) => return Err(unreachable(&url, "net/http: TLS handshake timeout".into())),
-    };
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("tls: {e}")),
+        Err(_) => Err("net/http: TLS handshake timeout".into()),
+    }
+}
+
+/// `GET https://<host>:<port><path_and_query>` with the kubelet client certificate.
+async fn kubelet_get(
+    client: &KubeletClient,
+    endpoint: &Endpoint,
+    path_and_query: &str,
+    insecure: bool,
+) -> Result<KubeletResponse, ApiError> {
+    let host_port = host_port(endpoint);
+    let url = format!("https://{host_port}{path_and_query}");
+    let stream = dial(client, endpoint, insecure)
+        .await
+        .map_err(|why| unreachable(&url, why))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -746,6 +765,136 @@ pub async fn node_proxy(state: &State, req: &Req, t: &Target) -> ApiResult {
     Ok(r)
 }
 
+/// `PodPortForwardOptions.ports` from the query (repeated, each a comma list), as upstream's
+/// query conversion reads them.
+fn forward_ports(req: &Req) -> Result<Vec<u16>, ApiError> {
+    let mut ports = Vec::new();
+    for (_, v) in req.query.iter().filter(|(k, _)| k == "ports") {
+        for p in v.split(',') {
+            let n = p.parse::<u16>().map_err(|_| {
+                let why = if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+                    "value out of range"
+                } else {
+                    "invalid syntax"
+                };
+                ApiError::BadRequest(format!(
+                    "cannot convert to []int32: strconv.ParseUint: parsing {p:?}: {why}"
+                ))
+            })?;
+            ports.push(n);
+        }
+    }
+    Ok(ports)
+}
+
+/// The kubelet path and query of an exec or attach (upstream's `streamParams`: booleans as `1`
+/// under the kubelet's names `input`, `output`, `error`, `tty`; keys sorted as Go encodes them).
+fn remote_command_location(
+    req: &Req,
+    what: &str,
+    namespace: &str,
+    name: &str,
+    container: &str,
+) -> String {
+    let mut q: Vec<(&str, &str)> = Vec::new();
+    if what == "exec" {
+        for (_, c) in req.query.iter().filter(|(k, _)| k == "command") {
+            q.push(("command", c));
+        }
+    }
+    for (param, kubelet) in [
+        ("stderr", "error"),
+        ("stdin", "input"),
+        ("stdout", "output"),
+        ("tty", "tty"),
+    ] {
+        if query_flag(req, param) {
+            q.push((kubelet, "1"));
+        }
+    }
+    let path = format!(
+        "/{what}/{}/{}/{}",
+        escape_path(namespace),
+        escape_path(name),
+        escape_path(container)
+    );
+    match encode_query(q.into_iter()) {
+        e if e.is_empty() => path,
+        e => format!("{path}?{e}"),
+    }
+}
+
+/// `pods/exec`, `pods/attach` and `pods/portforward`, GET or POST: upstream's
+/// `ExecLocation`/`AttachLocation`/`PortForwardLocation` choose the kubelet URL, then the
+/// client's upgrade is proxied there (`UpgradeAwareHandler` with `UpgradeRequired`). The
+/// kubelet's answer reaches the client as it was sent, a refusal included, so kubectl can fall
+/// back from WebSocket to SPDY.
+pub async fn pod_stream(state: &State, req: &Req, t: &Target) -> ApiResult {
+    let name = t.name.as_deref().unwrap_or("");
+    let sub = t.sub.as_deref().unwrap_or("");
+    // Options are decoded before anything is looked up, as upstream's connect handler does.
+    let ports = if sub == "portforward" {
+        forward_ports(req)?
+    } else {
+        Vec::new()
+    };
+    let (pod, _) = registry::current(state, t).await?;
+    let namespace = registry::meta_str(&pod, "namespace");
+    let container = match sub {
+        "portforward" => None,
+        _ => Some(pick_container(
+            &pod,
+            req.param("container").unwrap_or_default(),
+        )?),
+    };
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node_name.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let (node, _) = registry::current(state, &node_target(node_name)?).await?;
+    let endpoint = kubelet_endpoint(&node, None, is_this_host)?;
+    let location = match &container {
+        Some(c) => remote_command_location(req, sub, namespace, name, c),
+        None => {
+            let path = format!(
+                "/portForward/{}/{}",
+                escape_path(namespace),
+                escape_path(name)
+            );
+            if ports.is_empty() {
+                path
+            } else {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                format!("{path}?port={}", escape(&list.join(",")))
+            }
+        }
+    };
+    let upgrade = match &req.upgrade {
+        Some(u) if crate::kubelet::server::is_upgrade_request(&req.headers) => u.clone(),
+        _ => return Err(ApiError::BadRequest("Upgrade request required".into())),
+    };
+    let stream = dial(&state.kubelet, &endpoint, false)
+        .await
+        .map_err(|why| relayed(500, "", format!("error dialing backend: {why}"), None))?;
+    tracing::debug!(
+        location = %location,
+        upgrade = ?req.headers.get(hyper::header::UPGRADE),
+        "proxying {sub} to the kubelet"
+    );
+    crate::kubelet::server::proxy_upgrade(
+        stream,
+        &host_port(&endpoint),
+        &location,
+        req.method.clone(),
+        &req.headers,
+        upgrade,
+    )
+    .await
+    .map_err(|e| relayed(500, "", e.to_string(), None))
+}
+
 /// Escapes a path segment (object names are DNS labels, but a request may carry anything).
 fn escape_path(s: &str) -> String {
     escape(s).replace('+', "%20")
@@ -768,6 +917,7 @@ mod tests {
             body: Bytes::new(),
             user: super::super::authn::UserInfo::anonymous(),
             warnings: Default::default(),
+            upgrade: None,
         }
     }
 
@@ -904,6 +1054,45 @@ mod tests {
             s["message"],
             "Get \"https://127.0.0.1:1/containerLogs/a/b/c\": dial tcp 127.0.0.1:1: connect: connection refused"
         );
+    }
+
+    #[test]
+    fn streaming_locations_are_upstreams() {
+        let r = req(&[
+            ("command", "sh"),
+            ("command", "-c"),
+            ("command", "echo hi; exit 3"),
+            ("container", "c"),
+            ("stdout", "true"),
+            ("stderr", "true"),
+            ("stdin", "false"),
+            ("tty", ""),
+        ]);
+        assert_eq!(
+            remote_command_location(&r, "exec", "default", "web", "c"),
+            "/exec/default/web/c?command=sh&command=-c&command=echo+hi%3B+exit+3&error=1&output=1&tty=1"
+        );
+        assert_eq!(
+            remote_command_location(&r, "attach", "default", "web", "c"),
+            "/attach/default/web/c?error=1&output=1&tty=1"
+        );
+        assert_eq!(
+            remote_command_location(&req(&[]), "attach", "ns", "p", "c"),
+            "/attach/ns/p/c"
+        );
+        assert_eq!(
+            forward_ports(&req(&[("ports", "80,443"), ("ports", "8080")])).unwrap(),
+            [80, 443, 8080]
+        );
+        let e = forward_ports(&req(&[("ports", "x")]))
+            .unwrap_err()
+            .to_status();
+        assert_eq!(e["code"], 400);
+        assert_eq!(
+            e["message"],
+            "cannot convert to []int32: strconv.ParseUint: parsing \"x\": invalid syntax"
+        );
+        assert!(forward_ports(&req(&[("ports", "70000")])).is_err());
     }
 
     #[test]

@@ -134,7 +134,10 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
 
 async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -> ApiResult {
     // Connect-style subresources pass their query on; `watch` there is not a watch.
-    let connect = matches!(t.sub.as_deref(), Some("log" | "proxy"));
+    let connect = matches!(
+        t.sub.as_deref(),
+        Some("log" | "proxy" | "exec" | "attach" | "portforward")
+    );
     let watch = watch_path || (!connect && req.flag("watch")?);
     let verb = match (&req.method, t.name.is_some()) {
         (&Method::GET, _) if watch => "watch",
@@ -200,6 +203,9 @@ async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -
     match t.sub.as_deref() {
         Some("log") => return super::kubelet::pod_log(state, req, t).await,
         Some("proxy") => return super::kubelet::node_proxy(state, req, t).await,
+        Some("exec" | "attach" | "portforward") => {
+            return super::kubelet::pod_stream(state, req, t).await;
+        }
         _ => {}
     }
     check_query(req)?;

@@ -59,6 +59,9 @@ impl Resource {
             "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
             "eviction" => ("policy", "v1", "Eviction"),
             "log" => ("", "v1", "Pod"),
+            "exec" => ("", "v1", "PodExecOptions"),
+            "attach" => ("", "v1", "PodAttachOptions"),
+            "portforward" => ("", "v1", "PodPortForwardOptions"),
             "proxy" => ("", "v1", "NodeProxyOptions"),
             _ => (self.group, self.version, self.kind),
         }
@@ -69,6 +72,8 @@ impl Resource {
             "status" | "scale" | "approval" => &["get", "patch", "update"],
             "finalize" => &["update"],
             "log" => &["get"],
+            // Connect verbs: GET (WebSocket) is `get`, POST (SPDY) is `create`.
+            "exec" | "attach" | "portforward" => &["create", "get"],
             // Connect verbs, as upstream's discovery lists them.
             "proxy" => &["create", "delete", "get", "patch", "update"],
             _ => &["create"],
@@ -131,7 +136,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Node", "nodes", "node", CLUSTER, &["no"], NONE, &["proxy", "status"], "minions", false),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", NS, &["pvc"], NONE, &["status"], "persistentvolumeclaims", false),
     res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", CLUSTER, &["pv"], NONE, &["status"], "persistentvolumes", false),
-    res!("", "v1", "Pod", "pods", "pod", NS, &["po"], ALL, &["binding", "log", "status"], "pods", false),
+    res!("", "v1", "Pod", "pods", "pod", NS, &["po"], ALL, &["attach", "binding", "exec", "log", "portforward", "status"], "pods", false),
     res!("", "v1", "PodTemplate", "podtemplates", "podtemplate", NS, NONE, NONE, NONE, "podtemplates", false),
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", NS, &["rc"], ALL, &["scale", "status"], "controllers", true),
     res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", NS, &["quota"], NONE, &["status"], "resourcequotas", false),

@@ -51,7 +51,8 @@ pub struct State {
     pub sa_tokens: Option<super::tokens::ServiceAccountTokens>,
     /// One etcd watch per resource, shared by every API watch of it.
     pub watches: Arc<super::feed::Hub>,
-    /// TLS for `pods/log` and `nodes/proxy` connections to kubelets.
+    /// TLS for `pods/log`, `pods/exec`, `pods/attach`, `pods/portforward` and `nodes/proxy`
+    /// connections to kubelets.
     pub kubelet: super::kubelet::KubeletClient,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -66,6 +67,9 @@ pub struct Req {
     pub user: UserInfo,
     /// `Warning` headers for the response (unknown fields under `fieldValidation=Warn`).
     pub warnings: parking_lot::Mutex<Vec<String>>,
+    /// Resolves to the client's connection once a `101 Switching Protocols` answer has gone
+    /// out (HTTP/1.1 only; `pods/exec`, `pods/attach` and `pods/portforward` splice it).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Req {
@@ -444,7 +448,7 @@ async fn handle_inner(
     req: hyper::Request<Incoming>,
     peer: Option<Arc<Peer>>,
 ) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query().unwrap_or(""));
     let user = state.authn.authenticate(&Credentials {
@@ -506,6 +510,7 @@ async fn handle_inner(
         body,
         user,
         warnings: Default::default(),
+        upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
     };
     if is_watch {
         return route(state, req).await;

@@ -118,6 +118,7 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
             body: Bytes::new(),
             user: req.user.clone(),
             warnings: Default::default(),
+            upgrade: None,
         }),
         first: true,
     };
@@ -133,6 +134,7 @@ pub async fn watch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
             body: Bytes::new(),
             user: req.user.clone(),
             warnings: Default::default(),
+            upgrade: None,
         };
         let target = Target {
             res: t.res,

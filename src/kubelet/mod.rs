@@ -20,6 +20,7 @@ mod pods;
 mod probes;
 mod runtime;
 pub mod server;
+pub mod stats;
 mod volumes;
 
 use std::net::IpAddr;
@@ -313,6 +314,17 @@ impl server::PodSource for pods::Shared {
             .read()
             .contains(&format!("{namespace}/{pod}/{container}"))
     }
+
+    fn runtime(
+        &self,
+    ) -> Option<k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>>
+    {
+        Some(self.cri.runtime.clone())
+    }
+
+    fn stats_summary(&self) -> futures::future::BoxFuture<'_, Option<serde_json::Value>> {
+        Box::pin(async { Some(stats::summary(self, &self.cpu_samples).await) })
+    }
 }
 
 /// Runs the kubelet until SIGTERM.
@@ -383,6 +395,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
         node_memory: meminfo_bytes(),
         pods: Default::default(),
         running: Default::default(),
+        cpu_samples: Default::default(),
     });
     let server_config = server::ServerConfig {
         address: config.address,

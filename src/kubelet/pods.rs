@@ -48,6 +48,8 @@ pub struct Shared {
     pub pods: RwLock<HashMap<String, Pod>>,
     /// Running containers as `ns/pod/container`.
     pub running: RwLock<HashSet<String>>,
+    /// The node's CPU samples for `/stats/summary`.
+    pub cpu_samples: super::stats::NodeCpu,
 }
 
 /// Watches this node's pods and keeps one worker per pod.
@@ -140,7 +142,25 @@ async fn remove_orphans(shared: &Shared, live: &HashSet<String>) {
     };
     for sb in list.into_inner().items {
         let uid = sb.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
-        if !live.contains(&uid) {
+        if live.contains(&uid) {
+            continue;
+        }
+        // Ask the API server itself before removing anything a pod may still own.
+        let (ns, name) = (
+            sb.labels.get(super::runtime::LABEL_POD_NAMESPACE),
+            sb.labels.get(super::runtime::LABEL_POD_NAME),
+        );
+        if let (Some(ns), Some(name)) = (ns, name) {
+            match Api::<Pod>::namespaced(shared.client.clone(), ns)
+                .get_opt(name)
+                .await
+            {
+                Ok(Some(p)) if p.uid().as_deref() == Some(uid.as_str()) => continue,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+        }
+        {
             tracing::info!("removing orphaned sandbox {} of pod uid {uid}", sb.id);
             let _ = rt
                 .stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -214,12 +234,18 @@ impl Worker {
             let wait = match pod {
                 None => {
                     // Gone from the API (force-deleted): stop everything now.
-                    self.terminate(None, 0).await;
-                    break;
+                    if self.terminate(None, 0).await {
+                        break;
+                    }
+                    Duration::from_secs(2)
                 }
                 Some(p) if p.metadata.deletion_timestamp.is_some() => {
                     let grace = p.metadata.deletion_grace_period_seconds.unwrap_or(30);
-                    self.terminate(Some(&p), grace).await;
+                    if !self.terminate(Some(&p), grace).await {
+                        // containerd did not answer: the pod object stays until it has.
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
+                    }
                     let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &self.ns);
                     let dp = DeleteParams {
                         grace_period_seconds: Some(0),
@@ -260,8 +286,9 @@ impl Worker {
         self.shared.events.forget(&self.uid);
     }
 
-    /// Stops the pod's containers (each with the grace period), then its sandboxes.
-    async fn terminate(&mut self, pod: Option<&Pod>, grace: i64) {
+    /// Stops the pod's containers (each with the grace period), then its sandboxes; false when
+    /// containerd could not list them (the caller retries rather than forget them).
+    async fn terminate(&mut self, pod: Option<&Pod>, grace: i64) -> bool {
         let mut rt = self.shared.cri.runtime.clone();
         let mut filter = HashMap::new();
         filter.insert(LABEL_POD_UID.to_string(), self.uid.clone());
@@ -273,8 +300,7 @@ impl Worker {
                 }),
             })
             .await
-            .map(|r| r.into_inner().items)
-            .unwrap_or_default();
+            .map(|r| r.into_inner().items);
         let containers = rt
             .list_containers(cri::ListContainersRequest {
                 filter: Some(cri::ContainerFilter {
@@ -283,8 +309,15 @@ impl Worker {
                 }),
             })
             .await
-            .map(|r| r.into_inner().containers)
-            .unwrap_or_default();
+            .map(|r| r.into_inner().containers);
+        let (Ok(sandboxes), Ok(containers)) = (sandboxes, containers) else {
+            tracing::warn!(
+                "pod {}/{}: containerd did not list its containers",
+                self.ns,
+                self.name
+            );
+            return false;
+        };
         let mut stops = Vec::new();
         for c in containers {
             if c.state != cri::ContainerState::ContainerRunning as i32 {
@@ -368,6 +401,7 @@ impl Worker {
         }
         self.sandbox = None;
         self.volumes.teardown(&self.shared.root_dir, &self.uid);
+        true
     }
 
     /// Finds a ready sandbox of this pod (adopting one a previous kubelet made) or runs one.
@@ -398,7 +432,8 @@ impl Worker {
             })
             .await
             .map(|r| r.into_inner().items)
-            .unwrap_or_default();
+            // Never guess "none" on an error: that would start a second sandbox.
+            .map_err(|e| format!("ListPodSandbox: {}", e.message()))?;
         let mut attempt = 0;
         for sb in &existing {
             let md = sb.metadata.clone().unwrap_or_default();
@@ -453,7 +488,8 @@ impl Worker {
     }
 
     /// Latest and previous CRI status of each container name in the sandbox.
-    async fn histories(&self, sandbox: &str) -> HashMap<String, History> {
+    /// An error is never read as "no containers", which would start duplicates.
+    async fn histories(&self, sandbox: &str) -> Result<HashMap<String, History>, String> {
         let mut rt = self.shared.cri.runtime.clone();
         let list = rt
             .list_containers(cri::ListContainersRequest {
@@ -464,7 +500,7 @@ impl Worker {
             })
             .await
             .map(|r| r.into_inner().containers)
-            .unwrap_or_default();
+            .map_err(|e| format!("ListContainers: {}", e.message()))?;
         let mut by_name: HashMap<String, Vec<cri::Container>> = HashMap::new();
         for c in list {
             let name = c
@@ -498,8 +534,9 @@ impl Worker {
                         verbose: false,
                     })
                     .await
-                    .ok()
-                    .and_then(|r| r.into_inner().status);
+                    .map_err(|e| format!("ContainerStatus {}: {}", c.id, e.message()))?
+                    .into_inner()
+                    .status;
                 if i == 0 {
                     h.latest = st;
                 } else {
@@ -508,7 +545,7 @@ impl Worker {
             }
             out.insert(name, h);
         }
-        out
+        Ok(out)
     }
 
     fn restart_wanted(policy: &str, exit_code: i32) -> bool {
@@ -651,7 +688,13 @@ impl Worker {
                 return Duration::from_secs(5);
             }
         };
-        let mut hist = self.histories(&sandbox).await;
+        let mut hist = match self.histories(&sandbox).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("pod {}/{}: {e}", self.ns, self.name);
+                return RESYNC;
+            }
+        };
         let ctx = EnvContext {
             pod_ips: ips.clone(),
             ..ctx
@@ -719,8 +762,10 @@ impl Worker {
                 }
             }
         }
-        if wake < RESYNC {
-            hist = self.histories(&sandbox).await;
+        if wake < RESYNC
+            && let Ok(h) = self.histories(&sandbox).await
+        {
+            hist = h;
         }
         let live: HashSet<String> = hist
             .values()

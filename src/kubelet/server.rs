@@ -8,6 +8,14 @@
 //! and error texts, from what the kubelet core reports through [`PodSource`] and from the log
 //! files under the pod log root ([`super::logs`]). Owns those three ports; changes no pod,
 //! container or file.
+//!
+//! `/exec/{namespace}/{pod}[/{uid}]/{container}`, `/attach/…` and
+//! `/portForward/{namespace}/{pod}[/{uid}]` (GET or POST, an HTTP upgrade) ask CRI for a
+//! session on containerd's streaming server and then proxy the client's upgrade to the URL CRI
+//! returned, as upstream's `proxyStream` does: whatever protocol the client negotiates
+//! (WebSocket `v4.channel.k8s.io`, SPDY/3.1) is containerd's to accept or refuse, and its
+//! refusal reaches the client as it was sent. [`proxy_upgrade`], the splicing proxy, is shared
+//! with the API server's hop to the kubelet.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -20,8 +28,11 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, UPGRADE};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
@@ -34,6 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 
 use super::logs::{self, LogFile, LogOptions, StillRunning};
 
@@ -41,6 +53,16 @@ use super::logs::{self, LogFile, LogOptions, StillRunning};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not finished its request headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// containerd's streaming server is on loopback: a dial that takes longer is a failure.
+const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A backend that accepted the upgrade request but has not answered it by then never will.
+const UPGRADE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a backend's refusal body is relayed (they are one-line errors).
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
+/// CRI labels on containers and sandboxes (upstream's `kubelet/types` names; `runtime.rs`
+/// writes them).
+const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -52,6 +74,13 @@ pub trait PodSource: Send + Sync + 'static {
     /// Whether the current instance of a container is running; a followed log ends once it
     /// is not and its file is drained.
     fn container_running(&self, namespace: &str, pod: &str, container: &str) -> bool;
+    /// containerd's CRI runtime service, for exec, attach and port-forward sessions (`None`:
+    /// there is no runtime to ask, and those endpoints answer 500).
+    fn runtime(&self) -> Option<RuntimeServiceClient<Channel>>;
+    /// The Summary API document (`/stats/summary`); `None` when there is no runtime to ask.
+    fn stats_summary(&self) -> futures::future::BoxFuture<'_, Option<serde_json::Value>> {
+        Box::pin(async { None })
+    }
 }
 
 /// The servers' settings, with upstream's kubelet flag and config names (the core fills it
@@ -118,7 +147,8 @@ struct Shared {
 }
 
 /// Runs the three servers until the future is dropped; fails only if one cannot start.
-/// Every connection is owned by the future, so dropping it closes them all.
+/// Every connection is owned by the future, so dropping it closes them all (except streaming
+/// sessions already switched to another protocol, which run until either end closes).
 pub async fn serve(cfg: ServerConfig, src: Arc<dyn PodSource>) -> Result<(), KubeletServerError> {
     let tls = TlsAcceptor::from(Arc::new(tls_config(&cfg)?));
     let secure = bind(SocketAddr::new(cfg.address, cfg.port)).await?;
@@ -241,8 +271,9 @@ where
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     // A malformed request ends only its own connection.
+    // With upgrades: exec, attach and port-forward hand the connection over to a splice.
     let _ = builder
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
         .await;
 }
 
@@ -285,6 +316,9 @@ fn bucket(path: &str) -> &'static str {
         "metrics" => "metrics",
         "containerLogs" => "containerLogs",
         "runningpods" => "runningpods",
+        "exec" => "exec",
+        "attach" => "attach",
+        "portForward" => "portForward",
         _ => "other",
     }
 }
@@ -309,6 +343,7 @@ async fn handle(shared: &Shared, port: Port, req: Request<Incoming>) -> Response
         Port::Healthz => not_found(),
         Port::ReadOnly if method != Method::GET => get_only(),
         _ if is_healthz => healthz(&path),
+        Port::Secure if stream_target(&path).is_some() => stream(shared, req).await,
         _ => {
             route(
                 shared,
@@ -340,7 +375,14 @@ async fn route(
     query: &str,
 ) -> Response<Body> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let debug = matches!(segs.as_slice(), ["containerLogs", ..] | ["runningpods", ..]);
+    let debug = matches!(
+        segs.as_slice(),
+        ["containerLogs", ..]
+            | ["runningpods", ..]
+            | ["exec", ..]
+            | ["attach", ..]
+            | ["portForward", ..]
+    );
     if port == Port::ReadOnly && debug {
         // As upstream's read-only server, which installs no debugging handlers.
         return text(
@@ -350,7 +392,12 @@ async fn route(
     }
     let known = matches!(
         segs.as_slice(),
-        ["pods"] | ["pods", ""] | ["metrics"] | ["runningpods", ""] | ["runningpods"]
+        ["pods"]
+            | ["pods", ""]
+            | ["metrics"]
+            | ["runningpods", ""]
+            | ["runningpods"]
+            | ["stats", "summary"]
     ) || matches!(segs.as_slice(), ["containerLogs", _, _, _]);
     if !known {
         return not_found();
@@ -362,6 +409,10 @@ async fn route(
         ["pods", ..] => pod_list(shared.src.pods()),
         ["runningpods", ..] => pod_list(running_pods(shared.src.as_ref())),
         ["metrics"] => metrics(shared),
+        ["stats", "summary"] => match shared.src.stats_summary().await {
+            Some(v) => json(&v),
+            None => not_found(),
+        },
         ["containerLogs", ns, pod, container] => {
             container_logs(shared, ns, pod, container, query).await
         }
@@ -742,6 +793,569 @@ fn log_response(stream: Option<logs::LogStream>) -> Response<Body> {
     r
 }
 
+// ---- exec, attach and port-forward.
+
+/// Which streaming endpoint a request names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StreamKind {
+    Exec,
+    Attach,
+    PortForward,
+}
+
+/// A streaming path: `/{exec|attach}/{namespace}/{pod}[/{uid}]/{container}` or
+/// `/portForward/{namespace}/{pod}[/{uid}]`, upstream's routes.
+#[derive(Debug, PartialEq)]
+struct StreamTarget<'a> {
+    kind: StreamKind,
+    namespace: &'a str,
+    pod: &'a str,
+    uid: Option<&'a str>,
+    /// Empty for port-forward.
+    container: &'a str,
+}
+
+fn stream_target(path: &str) -> Option<StreamTarget<'_>> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if segs.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    let kind = match segs[0] {
+        "exec" => StreamKind::Exec,
+        "attach" => StreamKind::Attach,
+        "portForward" => StreamKind::PortForward,
+        _ => return None,
+    };
+    let (namespace, pod, uid, container) = match (kind, &segs[1..]) {
+        (StreamKind::PortForward, [ns, pod]) => (*ns, *pod, None, ""),
+        (StreamKind::PortForward, [ns, pod, uid]) => (*ns, *pod, Some(*uid), ""),
+        (StreamKind::PortForward, _) => return None,
+        (_, [ns, pod, c]) => (*ns, *pod, None, *c),
+        (_, [ns, pod, uid, c]) => (*ns, *pod, Some(*uid), *c),
+        _ => return None,
+    };
+    Some(StreamTarget {
+        kind,
+        namespace,
+        pod,
+        uid,
+        container,
+    })
+}
+
+/// A query's pairs, unescaped and in order (repeated keys kept: `command` is an argv).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (unescape(k), unescape(v))
+        })
+        .collect()
+}
+
+/// The streams an exec or attach client asked for, as upstream's `remotecommand.NewOptions`
+/// reads them: `input`, `output`, `error`, `tty`, each on only when `1` (the API server sends
+/// `1`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StreamOptions {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+fn stream_options(query: &[(String, String)]) -> Result<StreamOptions, String> {
+    // The first value counts, as Go's `FormValue`.
+    let on = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == k)
+            .is_some_and(|(_, v)| v == "1")
+    };
+    let tty = on("tty");
+    let o = StreamOptions {
+        stdin: on("input"),
+        stdout: on("output"),
+        // A terminal has one output stream; stderr is merged into it.
+        stderr: on("error") && !tty,
+        tty,
+    };
+    if !o.stdin && !o.stdout && !o.stderr {
+        return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+    }
+    Ok(o)
+}
+
+/// Upstream's `portforward.NewV4Options`: a WebSocket client names its ports in the query
+/// (`port=80,443`, required); a SPDY client names one per stream, so it sends none.
+fn forward_ports(query: &[(String, String)], websocket: bool) -> Result<Vec<i32>, String> {
+    if !websocket {
+        return Ok(Vec::new());
+    }
+    let values: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "port")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if values.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    let mut ports = Vec::new();
+    for v in values {
+        if v.is_empty() {
+            return Err("query parameter \"port\" cannot be empty".into());
+        }
+        for p in v.split(',') {
+            let n: u16 = p.parse().map_err(|_| {
+                let why = if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+                    "value out of range"
+                } else {
+                    "invalid syntax"
+                };
+                format!("unable to parse {v:?} as a port: strconv.ParseUint: parsing {p:?}: {why}")
+            })?;
+            if n < 1 {
+                return Err(format!("port {v:?} must be > 0"));
+            }
+            ports.push(i32::from(n));
+        }
+    }
+    Ok(ports)
+}
+
+/// Whether a request asks for a connection upgrade (Go's `httpstream.IsUpgradeRequest`: a
+/// `Connection` header mentioning `upgrade`).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("upgrade"))
+}
+
+/// Whether the upgrade asked for is to WebSocket.
+fn is_websocket_request(headers: &HeaderMap) -> bool {
+    is_upgrade_request(headers)
+        && headers
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// What the session is, with its parameters.
+enum Session {
+    Exec(StreamOptions, Vec<String>),
+    Attach(StreamOptions),
+    PortForward(Vec<i32>),
+}
+
+/// `/exec`, `/attach`, `/portForward` on the secure port: the pod and container are looked up,
+/// CRI opens a session on containerd's streaming server, and the client's upgrade is proxied
+/// there. Answers and error texts are upstream's (`getExec`, `getAttach`, `getPortForward`,
+/// `streaming.WriteError`, `proxyStream`'s responder).
+async fn stream(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let Some(target) = stream_target(&path) else {
+        return not_found();
+    };
+    if !matches!(*req.method(), Method::GET | Method::POST) {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, POST"));
+        return r;
+    }
+    let query = query_pairs(req.uri().query().unwrap_or(""));
+    let session = match target.kind {
+        StreamKind::Exec => stream_options(&query).map(|o| {
+            let argv = query
+                .iter()
+                .filter(|(k, _)| k == "command")
+                .map(|(_, v)| v.clone())
+                .collect();
+            Session::Exec(o, argv)
+        }),
+        StreamKind::Attach => stream_options(&query).map(Session::Attach),
+        StreamKind::PortForward => {
+            forward_ports(&query, is_websocket_request(req.headers())).map(Session::PortForward)
+        }
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    let Some(pod) = shared.src.pods().into_iter().find(|p| {
+        p.metadata.namespace.as_deref() == Some(target.namespace)
+            && p.metadata.name.as_deref() == Some(target.pod)
+    }) else {
+        return text(StatusCode::NOT_FOUND, "pod does not exist");
+    };
+    let uid = pod.metadata.uid.unwrap_or_default();
+    if target.uid.is_some_and(|u| u != uid) {
+        return text(StatusCode::NOT_FOUND, "pod not found");
+    }
+    let Some(mut rt) = shared.src.runtime() else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no container runtime to stream from",
+        );
+    };
+    // The session's subject: a running container, or the ready sandbox for port-forward.
+    let subject = match target.kind {
+        StreamKind::PortForward => ready_sandbox(&mut rt, &uid).await.map(|id| {
+            id.ok_or_else(|| format!("pod not found (\"{}_{}\")", target.pod, target.namespace))
+        }),
+        _ => running_container(&mut rt, &uid, target.container)
+            .await
+            .map(|id| id.ok_or_else(|| format!("container not found ({:?})", target.container))),
+    };
+    let id = match subject {
+        Ok(Ok(id)) => id,
+        Ok(Err(why)) => return text(StatusCode::INTERNAL_SERVER_ERROR, why),
+        Err(status) => return cri_error(&status),
+    };
+    // Checked before CRI is asked: a session opened for a request that cannot use it would
+    // linger on containerd until its token expires.
+    if !is_upgrade_request(req.headers()) {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Upgrade request required\n",
+        );
+    }
+    let url = match session {
+        Session::Exec(o, cmd) => rt
+            .exec(cri::ExecRequest {
+                container_id: id,
+                cmd,
+                tty: o.tty,
+                stdin: o.stdin,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            })
+            .await
+            .map(|r| r.into_inner().url),
+        Session::Attach(o) => rt
+            .attach(cri::AttachRequest {
+                container_id: id,
+                stdin: o.stdin,
+                tty: o.tty,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            })
+            .await
+            .map(|r| r.into_inner().url),
+        Session::PortForward(port) => rt
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: id,
+                port,
+            })
+            .await
+            .map(|r| r.into_inner().url),
+    };
+    let url = match url {
+        Ok(u) => u,
+        Err(status) => return cri_error(&status),
+    };
+    let Some((authority, path_and_query)) = split_http_url(&url) else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unsupported streaming URL {url:?}\n"),
+        );
+    };
+    tracing::debug!(
+        kind = ?target.kind,
+        pod = %format!("{}/{}", target.namespace, target.pod),
+        upgrade = ?req.headers().get(UPGRADE),
+        "proxying a streaming session to {authority}"
+    );
+    let tcp = match tokio::time::timeout(
+        STREAM_CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("dial tcp {authority}: {e}\n"),
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("dial tcp {authority}: i/o timeout\n"),
+            );
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let client = hyper::upgrade::on(&mut req);
+    match proxy_upgrade(
+        tcp,
+        authority,
+        path_and_query,
+        req.method().clone(),
+        req.headers(),
+        client,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// The newest running container of that name in the pod, as the runtime sees it (upstream's
+/// `findContainer` asks the runtime too: a status written a moment ago may name an instance
+/// that has since exited).
+async fn running_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    uid: &str,
+    container: &str,
+) -> Result<Option<String>, tonic::Status> {
+    let labels = std::collections::HashMap::from([
+        (LABEL_POD_UID.to_string(), uid.to_string()),
+        (LABEL_CONTAINER_NAME.to_string(), container.to_string()),
+    ]);
+    let list = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                label_selector: labels,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .containers;
+    Ok(list.into_iter().max_by_key(|c| c.created_at).map(|c| c.id))
+}
+
+/// The pod's ready sandbox, the one port-forward enters.
+async fn ready_sandbox(
+    rt: &mut RuntimeServiceClient<Channel>,
+    uid: &str,
+) -> Result<Option<String>, tonic::Status> {
+    let labels = std::collections::HashMap::from([(LABEL_POD_UID.to_string(), uid.to_string())]);
+    let list = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                state: Some(cri::PodSandboxStateValue {
+                    state: cri::PodSandboxState::SandboxReady as i32,
+                }),
+                label_selector: labels,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .items;
+    Ok(list.into_iter().max_by_key(|s| s.created_at).map(|s| s.id))
+}
+
+/// A failed CRI call as upstream's `streaming.WriteError` answers it: NotFound is a 404,
+/// ResourceExhausted a 429, anything else a 500; the body is grpc-go's error text.
+fn cri_error(status: &tonic::Status) -> Response<Body> {
+    let code = match status.code() {
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(
+        code,
+        format!(
+            "rpc error: code = {} desc = {}",
+            go_code_name(status.code()),
+            status.message()
+        ),
+    )
+}
+
+/// grpc-go's name of a status code.
+fn go_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "Canceled",
+        C::Unknown => "Unknown",
+        C::InvalidArgument => "InvalidArgument",
+        C::DeadlineExceeded => "DeadlineExceeded",
+        C::NotFound => "NotFound",
+        C::AlreadyExists => "AlreadyExists",
+        C::PermissionDenied => "PermissionDenied",
+        C::ResourceExhausted => "ResourceExhausted",
+        C::FailedPrecondition => "FailedPrecondition",
+        C::Aborted => "Aborted",
+        C::OutOfRange => "OutOfRange",
+        C::Unimplemented => "Unimplemented",
+        C::Internal => "Internal",
+        C::Unavailable => "Unavailable",
+        C::DataLoss => "DataLoss",
+        C::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// `http://host:port/path?query` → (`host:port`, `/path?query`); containerd's streaming server
+/// speaks plain HTTP on loopback.
+fn split_http_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("http://")?;
+    let slash = rest.find('/')?;
+    let (authority, path) = rest.split_at(slash);
+    (!authority.is_empty()).then_some((authority, path))
+}
+
+/// Why an upgrade could not be forwarded to the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("timed out waiting for the backend to answer the upgrade request")]
+    Timeout,
+}
+
+/// Whether a client's request header goes on to the next hop: not its credentials (each hop
+/// authenticates with its own certificate, and upstream drops them once authenticated) and
+/// not hop-by-hop headers, except the `Connection` and `Upgrade` an upgrade is made of.
+fn forwardable(name: &hyper::header::HeaderName) -> bool {
+    let n = name.as_str();
+    !(matches!(
+        n,
+        "host"
+            | "authorization"
+            | "proxy-authorization"
+            | "content-length"
+            | "transfer-encoding"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "proxy-connection"
+            | "expect"
+    ) || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-"))
+}
+
+/// Upstream's upgrade-aware proxying, one hop of it: sends the client's upgrade request
+/// (`method`, forwardable `headers`, `path_and_query`, no body) to the backend over `io` and
+/// answers with the backend's status and headers. On `101 Switching Protocols` a task splices
+/// the client's upgraded connection (`client`) with the backend's in both directions until
+/// either side closes; any other answer (an error, a refused protocol) is relayed with its body,
+/// so a client can fall back (kubectl retries a refused WebSocket upgrade with SPDY).
+/// Shared by the kubelet (to containerd) and the API server (to the kubelet).
+pub async fn proxy_upgrade<I>(
+    io: I,
+    host: &str,
+    path_and_query: &str,
+    method: Method,
+    headers: &HeaderMap,
+    client: OnUpgrade,
+) -> Result<Response<Body>, UpgradeError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upgrade backend connection failed");
+        }
+    });
+    let mut builder = Request::builder().method(method).uri(path_and_query);
+    for (k, v) in headers {
+        if forwardable(k) {
+            builder = builder.header(k, v);
+        }
+    }
+    let req = builder
+        .header(HOST, host)
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    let mut resp =
+        match tokio::time::timeout(UPGRADE_RESPONSE_TIMEOUT, sender.send_request(req)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                driver.abort();
+                return Err(UpgradeError::Timeout);
+            }
+        };
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let backend = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::join!(client, backend) {
+                (Ok(c), Ok(b)) => splice(c, b).await,
+                (c, b) => tracing::debug!(
+                    client = ?c.err(),
+                    backend = ?b.err(),
+                    "an upgraded connection never came"
+                ),
+            }
+        });
+        let mut r = Response::new(http_body_util::Empty::new().boxed());
+        *r.status_mut() = status;
+        *r.headers_mut() = resp.headers().clone();
+        return Ok(r);
+    }
+    // A refusal: relayed as it came, minus the framing of the backend's connection.
+    let mut headers = resp.headers().clone();
+    for h in [
+        CONNECTION,
+        UPGRADE,
+        hyper::header::CONTENT_LENGTH,
+        hyper::header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    let body = read_bounded(resp.into_body(), MAX_REFUSAL_BODY).await;
+    driver.abort();
+    let mut r = Response::new(Full::new(body).boxed());
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    Ok(r)
+}
+
+/// At most `limit` bytes of a body, whatever arrived within ten seconds.
+async fn read_bounded(mut body: Incoming, limit: usize) -> Bytes {
+    let mut buf = Vec::new();
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(d) = frame.into_data() {
+                buf.extend_from_slice(&d);
+                if buf.len() >= limit {
+                    buf.truncate(limit);
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    Bytes::from(buf)
+}
+
+/// Copies bytes both ways until either side closes, then closes both: as upstream's proxy
+/// does, a session is over once one end of it is gone (neither WebSocket nor SPDY half-closes
+/// a connection).
+async fn splice(client: hyper::upgrade::Upgraded, backend: hyper::upgrade::Upgraded) {
+    use tokio::io::AsyncWriteExt;
+    let (mut cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(client));
+    let (mut br, mut bw) = tokio::io::split(hyper_util::rt::TokioIo::new(backend));
+    let (from, result) = tokio::select! {
+        r = tokio::io::copy(&mut cr, &mut bw) => ("client", r),
+        r = tokio::io::copy(&mut br, &mut cw) => ("backend", r),
+    };
+    tracing::debug!(closed_by = from, result = ?result, "streaming session ended");
+    // A peer that stopped reading must not hold the task.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = cw.shutdown().await;
+        let _ = bw.shutdown().await;
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -910,6 +1524,240 @@ mod tests {
         assert_eq!(unescape("a%3Ab+c%zz%4"), "a:b c%zz%4");
     }
 
+    #[test]
+    fn streaming_paths_and_options_read_like_upstream() {
+        let t = stream_target("/exec/default/web/c").unwrap();
+        assert_eq!(
+            (t.kind, t.namespace, t.pod, t.uid, t.container),
+            (StreamKind::Exec, "default", "web", None, "c")
+        );
+        let t = stream_target("/attach/ns/p/uid-1/c").unwrap();
+        assert_eq!(
+            (t.kind, t.uid, t.container),
+            (StreamKind::Attach, Some("uid-1"), "c")
+        );
+        let t = stream_target("/portForward/ns/p").unwrap();
+        assert_eq!(
+            (t.kind, t.pod, t.container),
+            (StreamKind::PortForward, "p", "")
+        );
+        assert!(stream_target("/portForward/ns/p/u/x").is_none());
+        assert!(stream_target("/exec/ns/p").is_none());
+        assert!(stream_target("/exec/ns//c").is_none());
+
+        let q = query_pairs("command=sh&command=-c&command=echo+hi%21&output=1&error=1&tty=1");
+        let argv: Vec<&str> = q
+            .iter()
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(argv, ["sh", "-c", "echo hi!"]);
+        // A terminal drops stderr; only `1` is true.
+        assert_eq!(
+            stream_options(&q),
+            Ok(StreamOptions {
+                stdin: false,
+                stdout: true,
+                stderr: false,
+                tty: true
+            })
+        );
+        assert_eq!(
+            stream_options(&query_pairs("output=true&input=0")),
+            Err("you must specify at least 1 of stdin, stdout, stderr".into())
+        );
+
+        assert_eq!(forward_ports(&[], false), Ok(vec![]));
+        assert_eq!(
+            forward_ports(&[], true),
+            Err("query parameter \"port\" is required".into())
+        );
+        assert_eq!(
+            forward_ports(&query_pairs("port=80,443&port=8080"), true),
+            Ok(vec![80, 443, 8080])
+        );
+        assert_eq!(
+            forward_ports(&query_pairs("port=x"), true),
+            Err(
+                "unable to parse \"x\" as a port: strconv.ParseUint: parsing \"x\": invalid syntax"
+                    .into()
+            )
+        );
+        assert_eq!(
+            forward_ports(&query_pairs("port=0"), true),
+            Err("port \"0\" must be > 0".into())
+        );
+        assert_eq!(
+            forward_ports(&query_pairs("port=70000"), true),
+            Err("unable to parse \"70000\" as a port: strconv.ParseUint: parsing \"70000\": value out of range".into())
+        );
+
+        let mut h = HeaderMap::new();
+        assert!(!is_upgrade_request(&h));
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(is_upgrade_request(&h) && !is_websocket_request(&h));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_websocket_request(&h));
+
+        assert_eq!(
+            split_http_url("http://127.0.0.1:4321/exec/tok3n"),
+            Some(("127.0.0.1:4321", "/exec/tok3n"))
+        );
+        assert_eq!(split_http_url("https://127.0.0.1:1/x"), None);
+        let s = tonic::Status::not_found("no such container");
+        let r = cri_error(&s);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// A backend that switches to a line echo for `Upgrade: echo` (closing after `bye`), and
+    /// refuses anything else with a 403 saying whether credentials reached it.
+    async fn echo_backend(listener: TcpListener) {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    let saw_auth = req.headers().contains_key("authorization");
+                    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+                    if req.headers().get(UPGRADE).is_some_and(|u| u == "echo") {
+                        let up = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+                            let io = hyper_util::rt::TokioIo::new(up.await.unwrap());
+                            let (r, mut w) = tokio::io::split(io);
+                            let mut lines = tokio::io::BufReader::new(r).lines();
+                            while let Ok(Some(l)) = lines.next_line().await {
+                                if l == "bye" {
+                                    break;
+                                }
+                                w.write_all(format!("{l}\n").as_bytes()).await.unwrap();
+                            }
+                        });
+                        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                        r.headers_mut()
+                            .insert(UPGRADE, HeaderValue::from_static("echo"));
+                        r.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                        r.headers_mut().insert(
+                            "x-stream-protocol-version",
+                            HeaderValue::from_static("v4.channel.k8s.io"),
+                        );
+                    } else {
+                        *r.status_mut() = StatusCode::FORBIDDEN;
+                        *r.body_mut() =
+                            Full::new(Bytes::from(format!("refused, auth={saw_auth}"))).boxed();
+                    }
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+
+    /// A front server proxying every request's upgrade to the backend, as a hop does.
+    async fn upgrade_front(listener: TcpListener, backend: u16) {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |mut req: Request<Incoming>| async move {
+                        let be = tokio::net::TcpStream::connect(("127.0.0.1", backend))
+                            .await
+                            .unwrap();
+                        let client = hyper::upgrade::on(&mut req);
+                        let path = req.uri().path().to_string();
+                        let r = proxy_upgrade(
+                            be,
+                            "127.0.0.1",
+                            &path,
+                            req.method().clone(),
+                            req.headers(),
+                            client,
+                        )
+                        .await
+                        .unwrap();
+                        Ok::<_, Infallible>(r)
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+
+    /// Reads up to the end of the response head.
+    async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).await.unwrap(), 1, "{head:?}");
+            head.push(b[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn upgrades_are_spliced_and_refusals_relayed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let be = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let be_port = be.local_addr().unwrap().port();
+        tokio::spawn(echo_backend(be));
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_port = front.local_addr().unwrap().port();
+        tokio::spawn(upgrade_front(front, be_port));
+
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", front_port))
+            .await
+            .unwrap();
+        s.write_all(b"POST /exec/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\nAuthorization: Bearer secret\r\nX-Stream-Protocol-Version: v5.channel.k8s.io\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await.to_ascii_lowercase();
+        assert!(
+            head.starts_with("http/1.1 101 switching protocols\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("upgrade: echo\r\n"), "{head}");
+        assert!(
+            head.contains("x-stream-protocol-version: v4.channel.k8s.io\r\n"),
+            "{head}"
+        );
+        s.write_all(b"ping\n").await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping\n");
+        // The backend closing ends the client's connection too.
+        s.write_all(b"bye\n").await.unwrap();
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("the client's side closes")
+            .unwrap();
+        assert_eq!(n, 0);
+
+        // A refused upgrade comes back as it was sent, without the client's credentials
+        // having reached the backend.
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", front_port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /exec/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer secret\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
+        let mut body = vec![0u8; "refused, auth=false".len()];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(body, b"refused, auth=false");
+    }
+
     // ---- The servers over real TLS and TCP on loopback.
 
     struct Fake {
@@ -923,6 +1771,9 @@ mod tests {
         }
         fn container_running(&self, _: &str, _: &str, _: &str) -> bool {
             self.running.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn runtime(&self) -> Option<RuntimeServiceClient<Channel>> {
+            None
         }
     }
 
@@ -1180,6 +2031,34 @@ mod tests {
         assert_eq!(code, 200);
         assert!(body.contains("\"name\":\"web\""), "{body}");
         assert_eq!(get_tls(&tls, port, "/nosuch").await.unwrap().0, 404);
+        // Streaming endpoints: options, then the pod, then the runtime (none in this fake).
+        assert_eq!(
+            get_tls(&tls, port, "/exec/default/web/c?command=true")
+                .await
+                .unwrap(),
+            (
+                400,
+                "you must specify at least 1 of stdin, stdout, stderr".into()
+            )
+        );
+        assert_eq!(
+            get_tls(&tls, port, "/exec/default/nosuch/c?output=1")
+                .await
+                .unwrap(),
+            (404, "pod does not exist".into())
+        );
+        assert_eq!(
+            get_tls(&tls, port, "/attach/default/web/other-uid/c?output=1")
+                .await
+                .unwrap(),
+            (404, "pod not found".into())
+        );
+        assert_eq!(
+            get_tls(&tls, port, "/portForward/default/web")
+                .await
+                .unwrap(),
+            (500, "no container runtime to stream from".into())
+        );
 
         // No client certificate: the handshake (or the first request) fails.
         let anonymous = client_tls(&pki, false);

@@ -3,6 +3,8 @@
 //! `apiserver-kubelet-client` certificate. The kubelet side is mk8s's own server code
 //! (`src/kubelet/{logs,server}.rs`, compiled in here since the crate has no library) over a
 //! fake pod source and CRI log files written by the test; curl checks its TLS directly.
+//! `kubectl exec`/`attach` get as far as this fake allows (no containerd): the API server's
+//! and the kubelet's refusals; `tests/it/pods.rs` runs them on a real cluster.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -48,6 +50,13 @@ impl PodSource for FakeNode {
             .get(&key)
             .copied()
             .unwrap_or(false)
+    }
+    /// No containerd here: exec, attach and port-forward get as far as asking for one.
+    fn runtime(
+        &self,
+    ) -> Option<k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>>
+    {
+        None
     }
 }
 
@@ -340,6 +349,80 @@ fn kubectl_logs_reach_the_kubelet_through_the_api_server() {
     let out = api.kubectl(&["get", "--raw", "/api/v1/nodes/n1/proxy/nosuch"]);
     assert!(stderr(&out).contains("(NotFound)"), "{}", stderr(&out));
 
+    // exec, attach and port-forward: the API server's own refusals, then the kubelet's
+    // (relayed as it sent them; with no containerd here the kubelet stops at the runtime).
+    // kubectl tries WebSocket, is refused, and reports what its SPDY retry was told.
+    create_pod(&api, "orphan", Some("n1"), &["c"]);
+    let exec_err = |args: &[&str]| {
+        let started = Instant::now();
+        let out = api.kubectl(args);
+        assert!(!out.status.success(), "{args:?}: {}", stdout(&out));
+        assert!(started.elapsed() < Duration::from_secs(20), "{args:?}");
+        stderr(&out)
+    };
+    assert_eq!(
+        exec_err(&["exec", "nosuch", "--", "true"]),
+        "Error from server (NotFound): pods \"nosuch\" not found\n"
+    );
+    assert_eq!(
+        exec_err(&["exec", "two", "-c", "nosuch", "--", "true"]),
+        "Error from server (BadRequest): container nosuch is not valid for pod two\n"
+    );
+    assert_eq!(
+        exec_err(&["exec", "pending", "--", "true"]),
+        "Error from server (BadRequest): pod pending does not have a host assigned\n"
+    );
+    assert_eq!(
+        exec_err(&["exec", "lost", "--", "true"]),
+        format!(
+            "Error from server: error dialing backend: dial tcp 127.0.0.1:{dead_port}: connect: connection refused\n"
+        )
+    );
+    assert_eq!(
+        exec_err(&["exec", "orphan", "--", "true"]),
+        "error: unable to upgrade connection: pod does not exist\n"
+    );
+    assert_eq!(
+        exec_err(&["exec", "web", "--", "true"]),
+        "error: unable to upgrade connection: no container runtime to stream from\n"
+    );
+    assert!(
+        exec_err(&["attach", "web"]).ends_with(
+            "error: unable to upgrade connection: no container runtime to stream from\n"
+        )
+    );
+    // Not an upgrade: upstream's 400; an unsupported method: 405; discovery lists them.
+    let (code, body) = api.curl(&[
+        "/api/v1/namespaces/default/pods/web/exec?command=true&stdout=true",
+        "-X",
+        "POST",
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(json(&body)["message"], "Upgrade request required");
+    let (code, _) = api.curl(&["/api/v1/namespaces/default/pods/web/exec", "-X", "PUT"]);
+    assert_eq!(code, 405);
+    let (code, body) = api.curl(&[
+        "/api/v1/namespaces/default/pods/web/portforward?ports=x",
+        "-X",
+        "POST",
+    ]);
+    assert_eq!(code, 400, "{body}");
+    let resources = json(&api.k(&["get", "--raw", "/api/v1"]));
+    for (sub, kind) in [
+        ("pods/exec", "PodExecOptions"),
+        ("pods/attach", "PodAttachOptions"),
+        ("pods/portforward", "PodPortForwardOptions"),
+    ] {
+        let r = resources["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == sub)
+            .unwrap_or_else(|| panic!("{sub} in discovery"));
+        assert_eq!(r["kind"], kind);
+        assert_eq!(r["verbs"], serde_json::json!(["create", "get"]));
+    }
+
     // Follow: lines appended later arrive; the stream ends when the container stops.
     let home = tempfile::tempdir().unwrap();
     let mut follower = Command::new("kubectl")
@@ -407,6 +490,10 @@ fn kubectl_logs_reach_the_kubelet_through_the_api_server() {
     assert!(stdout(&post).ends_with("\n405"), "{post:?}");
     let hz = curl(&[&format!("http://127.0.0.1:{healthz}/healthz")]);
     assert_eq!(stdout(&hz), "ok\n200");
+    let exec = curl(&[&format!(
+        "http://127.0.0.1:{read_only}/exec/default/web/c?output=1"
+    )]);
+    assert_eq!(stdout(&exec), "Debug endpoints are disabled.\n\n405");
 
     server.abort();
 }

@@ -1,8 +1,11 @@
 //! Pods on the real containerd, runc and CNI plugins, driven by the real kubectl through a
 //! whole cluster started with `mk8s start`: one cluster for every scenario (they share the
 //! `mk8sbr0` bridge and its address range), torn down by `mk8s stop` even on failure.
+//! `kubectl exec`, `attach` and `port-forward` (and the Python client's exec and
+//! port-forward) go through the API server, the kubelet and containerd's streaming server.
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
@@ -14,6 +17,68 @@ fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The real kubectl with the admin kubeconfig, not yet run.
+fn kubectl_cmd(c: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(c.data.join("credentials/client.config"))
+        .args(args)
+        .env("HOME", c.common.as_os_str());
+    cmd
+}
+
+/// kubectl with `input` on its stdin.
+fn kubectl_stdin(c: &Cluster, args: &[&str], input: &str) -> Output {
+    let mut child = kubectl_cmd(c, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A long-running kubectl (attach, port-forward): its first stdout line, checked by `check`
+/// while it runs; then it is killed (by its pid) and reaped. Its stderr is in any failure.
+fn first_line_then_kill(
+    c: &Cluster,
+    args: &[&str],
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> String {
+    let mut child = kubectl_cmd(c, args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open until kubectl is gone: a closed pipe would kill it at its next line
+    // (port-forward prints one per connection).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let checked = if line.is_empty() {
+        Err("no output".to_string())
+    } else {
+        check(&line)
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    drop(stdout);
+    if let Err(why) = checked {
+        panic!(
+            "kubectl {args:?}: {why}; first line {line:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    line
 }
 
 fn apply(c: &Cluster, yaml: &str) {
@@ -300,6 +365,8 @@ fn pods_run_on_containerd_end_to_end() {
     hooks_claims_and_updates(&c);
     init_security_and_downward(&c);
     restarted_kubelet_adopts(&c);
+    stats_summary(&c);
+    exec_attach_and_port_forward(&c);
 
     // Deleting a pod stops it within its grace period and leaves no container, netns or IP.
     let ip_file = c.common.join(format!("var/lib/cni/networks/mk8s/{web_ip}"));
@@ -484,4 +551,184 @@ fn restarted_kubelet_adopts(c: &Cluster) {
         "0"
     );
     assert_eq!(jsonpath(c, &["pod", "web"], "{.status.phase}"), "Running");
+}
+
+/// `kubectl exec`, `attach` and `port-forward`, and the Python client's exec and port-forward,
+/// through the API server, the kubelet and containerd's streaming server (on `web`, serving
+/// `hello-web` on 8080, and the completed `client`).
+fn exec_attach_and_port_forward(c: &Cluster) {
+    // exec: kubectl's WebSocket (v5) offer is refused by containerd 1.6 and relayed back, so it
+    // retries with SPDY, which containerd speaks; output, exit codes and stdin all come through.
+    let (ok, out, err) = kubectl(c, &["exec", "web", "--", "sh", "-c", "echo hi"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "hi\n");
+    let o = c.kubectl_at(&["exec", "web", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "command terminated with exit code 3\n"
+    );
+    let o = kubectl_stdin(c, &["exec", "-i", "web", "--", "cat"], "input\n");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "input\n");
+    // -t under a pty (script from util-linux): the command gets a terminal.
+    let kubeconfig = c.data.join("credentials/client.config");
+    let o = Command::new("script")
+        .arg("-qec")
+        .arg(format!(
+            "kubectl --kubeconfig {} exec -it web -- sh -c 'tty; echo ok'",
+            kubeconfig.display()
+        ))
+        .arg("/dev/null")
+        .env("HOME", c.common.as_os_str())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    // (script may echo the end of its own empty stdin after the output.)
+    assert!(
+        tty.starts_with("/dev/pts/") && tty.contains("\r\nok\r\n"),
+        "{tty:?}"
+    );
+    // Errors: the API server's, and the completed pod kubectl itself refuses.
+    let (ok, _, err) = kubectl(c, &["exec", "web", "-c", "nosuch", "--", "true"]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "Error from server (BadRequest): container nosuch is not valid for pod web\n"
+    );
+    let (ok, _, err) = kubectl(c, &["exec", "client", "--", "true"]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: cannot exec into a container in a completed pod; current phase is Succeeded\n"
+    );
+    // Asked anyway (SPDY, straight to the API): the kubelet finds no running container and
+    // says so, relayed as it sent it.
+    let certs = c.data.join("certs");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--http1.1", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(certs.join("ca.crt"))
+        .arg("--cert")
+        .arg(certs.join("admin.crt"))
+        .arg("--key")
+        .arg(certs.join("admin.key"))
+        .args(["-X", "POST", "-H", "Connection: Upgrade", "-H", "Upgrade: SPDY/3.1"])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/pods/client/exec?command=true&stdout=true",
+            c.api_port
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "container not found (\"c\")\n500"
+    );
+
+    // port-forward: a local port reaches the pod's 8080 until kubectl is killed.
+    let local = crate::etcd::free_port();
+    let forwarding = first_line_then_kill(
+        c,
+        &["port-forward", "pod/web", &format!("{local}:8080")],
+        |_| {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "10"])
+                .arg(format!("http://127.0.0.1:{local}/index.html"))
+                .output()
+                .unwrap();
+            match String::from_utf8_lossy(&out.stdout) {
+                body if body == "hello-web\n" => Ok(()),
+                _ => Err(format!("curl: {out:?}")),
+            }
+        },
+    );
+    assert_eq!(
+        forwarding,
+        format!("Forwarding from 127.0.0.1:{local} -> 8080\n")
+    );
+
+    // attach: what the container prints from then on.
+    apply(
+        c,
+        &pod(
+            "ticker",
+            "Always",
+            "  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done']\n",
+        ),
+    );
+    let (ok, _, err) = kubectl(
+        c,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/ticker",
+            "--timeout=60s",
+        ],
+    );
+    assert!(ok, "ticker never became Ready: {err}");
+    let tick = first_line_then_kill(c, &["attach", "ticker"], |_| Ok(()));
+    assert!(tick.starts_with("tick-"), "{tick:?}");
+
+    // The Python client's exec speaks WebSocket v4.channel.k8s.io, which containerd accepts:
+    // no fallback. Its port-forward (WebSocket, ports in the query) works too.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stream_test.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&kubeconfig)
+        .output()
+        .expect("python3 with the kubernetes client");
+    assert!(
+        out.status.success() && out.stdout == b"ok\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `/stats/summary` through the API server's `nodes/proxy`, in metrics-server's shape.
+fn stats_summary(c: &Cluster) {
+    let node = node_name();
+    let (ok, out, err) = kubectl(
+        c,
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["node"]["nodeName"], node.as_str());
+    assert!(
+        v["node"]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{v}"
+    );
+    assert!(
+        v["node"]["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 0,
+        "{v}"
+    );
+    let web = v["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "web")
+        .unwrap_or_else(|| panic!("web missing: {v}"));
+    let container = &web["containers"][0];
+    assert_eq!(container["name"], "web");
+    assert!(
+        container["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 0,
+        "{web}"
+    );
+    assert!(
+        container["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{web}"
+    );
 }
