@@ -367,6 +367,7 @@ fn pods_run_on_containerd_end_to_end() {
     restarted_kubelet_adopts(&c);
     stats_summary(&c);
     exec_attach_and_port_forward(&c);
+    bad_input_keeps_the_rest_running(&c);
 
     // Deleting a pod stops it within its grace period and leaves no container, netns or IP.
     let ip_file = c.common.join(format!("var/lib/cni/networks/mk8s/{web_ip}"));
@@ -731,4 +732,86 @@ fn stats_summary(c: &Cluster) {
             > 0,
         "{web}"
     );
+}
+
+/// A volume naming a missing configMap waits with upstream's FailedMount words and starts
+/// once it exists; a command that does not exist fails with containerd's StartError and backs
+/// off; `logs -f` streams a running pod; the rest keeps running throughout.
+fn bad_input_keeps_the_rest_running(c: &Cluster) {
+    apply(
+        c,
+        &pod(
+            "nocm",
+            "Always",
+            "  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sh, -c, 'cat /cfg/k; echo; exec sleep 3600']\n    volumeMounts: [{name: v, mountPath: /cfg}]\n  volumes:\n  - {name: v, configMap: {name: absent}}\n",
+        ),
+    );
+    apply(
+        c,
+        &pod(
+            "nocmd",
+            "Always",
+            "  containers:\n  - name: c\n    image: busybox:1.35\n    command: [/no/such/binary]\n",
+        ),
+    );
+    wait_for("FailedMount for the missing configMap", 30, || {
+        kubectl(
+            c,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=nocm",
+            ],
+        )
+        .1
+        .contains("MountVolume.SetUp failed for volume \"v\" : configmap \"absent\" not found")
+    });
+    assert_eq!(
+        jsonpath(
+            c,
+            &["pod", "nocm"],
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "ContainerCreating"
+    );
+    assert!(
+        kubectl(
+            c,
+            &["create", "configmap", "absent", "--from-literal=k=now-here"]
+        )
+        .0
+    );
+    let (ok, _, err) = kubectl(
+        c,
+        &["wait", "--for=condition=Ready", "pod/nocm", "--timeout=60s"],
+    );
+    assert!(ok, "nocm never started once its configMap existed: {err}");
+    wait_for("nocm's output", 30, || {
+        kubectl(c, &["logs", "nocm"]).1 == "now-here\n"
+    });
+
+    wait_for("nocmd to fail with StartError", 60, || {
+        jsonpath(
+            c,
+            &["pod", "nocmd"],
+            "{.status.containerStatuses[0].lastState.terminated.reason}",
+        ) == "StartError"
+    });
+    let code = jsonpath(
+        c,
+        &["pod", "nocmd"],
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+    );
+    assert_eq!(code, "128");
+
+    let line = first_line_then_kill(c, &["logs", "-f", "ticker"], |l| {
+        if l.starts_with("tick-") {
+            Ok(())
+        } else {
+            Err("not a tick".into())
+        }
+    });
+    assert!(line.starts_with("tick-"), "{line}");
+    assert_eq!(jsonpath(c, &["pod", "web"], "{.status.phase}"), "Running");
 }
