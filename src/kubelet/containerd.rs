@@ -141,6 +141,10 @@ pub async fn run(config: Config) -> Result<(), ContainerdError> {
     {
         tracing::warn!("pod sandboxes did not all stop within {DRAIN_TIMEOUT:?}");
     }
+    // With every pod down, their volume mounts (memory emptyDirs) go too.
+    if let Ok(kubelet) = super::load_config(&config.paths, &[]) {
+        super::volumes::unmount_under(&kubelet.root_dir.join("pods"));
+    }
     if let Some(pid) = child.id() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),

@@ -457,11 +457,32 @@ impl PodVolumes {
             }
         }
         let dir = pod_dir(root, uid);
+        // Mounts a previous kubelet made (this one does not know them) go too.
+        unmount_under(&dir);
         // Never follow a mount: only remove when nothing below is still mounted.
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("remove {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Unmounts every mount point below `dir` (deepest first), as /proc/self/mountinfo lists them.
+pub fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        if let Err(e) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!("unmount {}: {e}", p.display());
         }
     }
 }

@@ -406,6 +406,12 @@ fn pods_run_on_containerd_end_to_end() {
     c.ok(&["stop"]);
     let left = processes_of(&c);
     assert!(left.is_empty(), "still running after stop: {left:#?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&c.common.display().to_string()))
+        .collect();
+    assert!(ours.is_empty(), "still mounted after stop: {ours:#?}");
 }
 
 /// Lifecycle hooks, a claim bound to a hostPath volume, and a configMap update reaching a
