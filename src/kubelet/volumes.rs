@@ -124,7 +124,6 @@ fn items_payload(
     items: Option<&Vec<KeyToPath>>,
     default_mode: u32,
     what: &str,
-    name: &str,
     optional: bool,
     out: &mut Payload,
 ) -> Result<(), String> {
@@ -153,7 +152,6 @@ fn items_payload(
             }
         }
     }
-    let _ = name;
     Ok(())
 }
 
@@ -183,6 +181,55 @@ fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
         m.insert(k, v.into_bytes());
     }
     m
+}
+
+/// A configMap's keys (or `items`) into `out`; a missing one is an error unless optional.
+async fn configmap_into(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    optional: bool,
+    out: &mut Payload,
+) -> Result<(), String> {
+    match Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(obj) => items_payload(
+            &configmap_data(&obj),
+            items,
+            mode,
+            "configmap",
+            optional,
+            out,
+        ),
+        None if optional => Ok(()),
+        None => Err(format!("configmap \"{name}\" not found")),
+    }
+}
+
+/// A secret's keys (or `items`) into `out`; a missing one is an error unless optional.
+async fn secret_into(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    optional: bool,
+    out: &mut Payload,
+) -> Result<(), String> {
+    match Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(obj) => items_payload(&secret_data(&obj), items, mode, "secret", optional, out),
+        None if optional => Ok(()),
+        None => Err(format!("secret \"{name}\" not found")),
+    }
 }
 
 fn downward_payload(
@@ -286,46 +333,23 @@ impl PodVolumes {
             let mut p = Payload::new();
             let mode = cm.default_mode.unwrap_or(0o644) as u32;
             let optional = cm.optional == Some(true);
-            match Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                .get_opt(&cm.name)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(obj) => items_payload(
-                    &configmap_data(&obj),
-                    cm.items.as_ref(),
-                    mode,
-                    "configmap",
-                    &cm.name,
-                    optional,
-                    &mut p,
-                )?,
-                None if optional => {}
-                None => return Err(format!("configmap \"{}\" not found", cm.name)),
-            }
+            configmap_into(
+                client,
+                &ns,
+                &cm.name,
+                cm.items.as_ref(),
+                mode,
+                optional,
+                &mut p,
+            )
+            .await?;
             ("configmap", p)
         } else if let Some(s) = &v.secret {
             let mut p = Payload::new();
             let name = s.secret_name.clone().unwrap_or_default();
             let mode = s.default_mode.unwrap_or(0o644) as u32;
             let optional = s.optional == Some(true);
-            match Api::<Secret>::namespaced(client.clone(), &ns)
-                .get_opt(&name)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(obj) => items_payload(
-                    &secret_data(&obj),
-                    s.items.as_ref(),
-                    mode,
-                    "secret",
-                    &name,
-                    optional,
-                    &mut p,
-                )?,
-                None if optional => {}
-                None => return Err(format!("secret \"{name}\" not found")),
-            }
+            secret_into(client, &ns, &name, s.items.as_ref(), mode, optional, &mut p).await?;
             ("secret", p)
         } else if let Some(d) = &v.downward_api {
             let mut p = Payload::new();
@@ -344,43 +368,29 @@ impl PodVolumes {
                 }
                 if let Some(cm) = &src.config_map {
                     let optional = cm.optional == Some(true);
-                    match Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                        .get_opt(&cm.name)
-                        .await
-                        .map_err(|e| e.to_string())?
-                    {
-                        Some(obj) => items_payload(
-                            &configmap_data(&obj),
-                            cm.items.as_ref(),
-                            mode,
-                            "configmap",
-                            &cm.name,
-                            optional,
-                            &mut p,
-                        )?,
-                        None if optional => {}
-                        None => return Err(format!("configmap \"{}\" not found", cm.name)),
-                    }
+                    configmap_into(
+                        client,
+                        &ns,
+                        &cm.name,
+                        cm.items.as_ref(),
+                        mode,
+                        optional,
+                        &mut p,
+                    )
+                    .await?;
                 }
                 if let Some(s) = &src.secret {
                     let optional = s.optional == Some(true);
-                    match Api::<Secret>::namespaced(client.clone(), &ns)
-                        .get_opt(&s.name)
-                        .await
-                        .map_err(|e| e.to_string())?
-                    {
-                        Some(obj) => items_payload(
-                            &secret_data(&obj),
-                            s.items.as_ref(),
-                            mode,
-                            "secret",
-                            &s.name,
-                            optional,
-                            &mut p,
-                        )?,
-                        None if optional => {}
-                        None => return Err(format!("secret \"{}\" not found", s.name)),
-                    }
+                    secret_into(
+                        client,
+                        &ns,
+                        &s.name,
+                        s.items.as_ref(),
+                        mode,
+                        optional,
+                        &mut p,
+                    )
+                    .await?;
                 }
                 if let Some(d) = &src.downward_api {
                     downward_payload(ctx, &d.items.clone().unwrap_or_default(), mode, &mut p)?;
