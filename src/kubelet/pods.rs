@@ -65,24 +65,32 @@ pub async fn run(shared: Arc<Shared>) -> Result<(), super::KubeletError> {
     );
     let mut workers: HashMap<String, (Arc<Notify>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
-    {
-        // Once the first list is in, sandboxes of pods that no longer exist go.
-        let (shared, reader) = (shared.clone(), reader.clone());
-        tokio::spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                let live = reader.state().iter().filter_map(|p| p.uid()).collect();
-                remove_orphans(&shared, &live).await;
-            }
-        });
-    }
+    // The store shows the first list only once all of it is in (kube's InitDone), while the
+    // stream yields each pod before that: a worker started then would find its pod missing
+    // and stop it. So workers start only once the store is ready.
+    let mut ready = false;
     loop {
         tokio::select! {
             ev = stream.next() => match ev {
-                Some(Ok(pod)) => ensure_worker(&shared, &reader, &mut workers, &pod),
+                Some(Ok(pod)) if ready => ensure_worker(&shared, &reader, &mut workers, &pod),
+                Some(Ok(_)) => {}
                 Some(Err(e)) => tracing::warn!("pod watch: {e}"),
                 None => return Ok(()),
             },
-            _ = tick.tick() => {
+            r = reader.wait_until_ready(), if !ready => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                ready = true;
+                for pod in reader.state() {
+                    ensure_worker(&shared, &reader, &mut workers, &pod);
+                }
+                // Sandboxes of pods that no longer exist go.
+                let live = reader.state().iter().filter_map(|p| p.uid()).collect();
+                let shared = shared.clone();
+                tokio::spawn(async move { remove_orphans(&shared, &live).await });
+            }
+            _ = tick.tick(), if ready => {
                 let live: HashSet<String> = reader.state().iter().filter_map(|p| p.uid()).collect();
                 for pod in reader.state() {
                     ensure_worker(&shared, &reader, &mut workers, &pod);
@@ -228,10 +236,25 @@ impl Worker {
             .filter(|p| p.uid().as_deref() == Some(self.uid.as_str()))
     }
 
+    /// Whether the API server confirms the pod is gone: the cache alone never kills
+    /// containers, and an API error counts as "not confirmed".
+    async fn gone(&self) -> bool {
+        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &self.ns);
+        match api.get_opt(&self.name).await {
+            Ok(Some(p)) => p.uid().as_deref() != Some(self.uid.as_str()),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!("pod {}/{}: {e}", self.ns, self.name);
+                false
+            }
+        }
+    }
+
     async fn run(mut self) {
         loop {
             let pod = self.current();
             let wait = match pod {
+                None if !self.gone().await => Duration::from_secs(2),
                 None => {
                     // Gone from the API (force-deleted): stop everything now.
                     if self.terminate(None, 0).await {
