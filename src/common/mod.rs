@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod clock;
+pub mod component;
 pub mod fault;
 pub mod fsutil;
 pub mod heap;

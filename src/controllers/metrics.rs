@@ -26,11 +26,17 @@ struct Inner {
     namespaces_finalized: u64,
 }
 
-impl Metrics {
-    pub fn set_leader(&self, leading: bool) {
-        self.leader.store(leading, Ordering::Relaxed);
+impl crate::common::component::Metrics for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
     }
 
+    fn set_leader(&self, leading: bool) {
+        self.leader.store(leading, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
     pub fn sync(&self, controller: &'static str, ok: bool) {
         let result = if ok { "success" } else { "error" };
         *self
@@ -99,6 +105,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::component::Metrics as _;
 
     #[test]
     fn renders_counters() {

@@ -4,20 +4,17 @@
 //! Owns port 10257 (health, metrics) and the `kube-system/kube-controller-manager` Lease it
 //! leads through. Talks to the cluster only through the API server (kube-rs), so it never
 //! touches the datastore, certificates or credential files other than reading its kubeconfig,
-//! the root CA it publishes and its serving certificate. One file a controller
+//! the root CA it publishes and its serving certificate. Serving, delegated auth and leader
+//! election are [`crate::common::component`]'s. One file a controller
 //! ([`root_ca`], [`serviceaccount`], [`namespace`]); each is level-triggered and idempotent, so
 //! a restart or a second leader simply converges again.
 
-mod auth;
-mod leader;
 mod metrics;
 mod namespace;
 mod root_ca;
-mod server;
 mod serviceaccount;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +22,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::common::args::{ArgsError, Flag};
+use crate::common::component::{self, ComponentError};
 use crate::common::paths::Paths;
 
 /// Upstream kube-controller-manager's secure port.
 pub const DEFAULT_SECURE_PORT: u16 = 10257;
 /// The Lease leader election uses, as upstream names it.
 pub const LEADER_LEASE_NAME: &str = "kube-controller-manager";
-pub const LEADER_LEASE_NAMESPACE: &str = "kube-system";
 
 /// The controllers this manager runs: upstream's canonical name and its `--controllers` alias.
 pub const CONTROLLERS: &[(&str, &str)] = &[
@@ -46,67 +43,27 @@ pub enum ControllerError {
     Args(#[from] ArgsError),
     #[error(transparent)]
     Io(#[from] crate::common::fsutil::IoError),
-    #[error("invalid kubeconfig {}: {cause}", path.display())]
-    Kubeconfig { path: PathBuf, cause: String },
     #[error("{}: no CA certificate in PEM form", path.display())]
     RootCa { path: PathBuf },
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("cannot listen on {addr}: {cause}")]
-    Listen {
-        addr: SocketAddr,
-        cause: std::io::Error,
-    },
-    #[error("cannot handle signals: {0}")]
-    Signals(std::io::Error),
-    /// Upstream exits when it stops leading, so a new leader never races an old one.
-    #[error("leaderelection lost: lease {namespace}/{name} not renewed within {deadline:?}")]
-    LeaderLost {
-        namespace: String,
-        name: String,
-        deadline: Duration,
-    },
-    #[error("controller {0} stopped unexpectedly")]
-    Stopped(&'static str),
-}
-
-/// Leader election settings (`--leader-elect*`).
-#[derive(Debug, Clone)]
-pub struct LeaderElection {
-    pub enabled: bool,
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
-    pub resource_name: String,
-    pub resource_namespace: String,
+    #[error(transparent)]
+    Component(#[from] ComponentError),
 }
 
 /// The controller manager's settings, from `args/kube-controller-manager` with upstream flag
 /// names.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub kubeconfig: PathBuf,
-    /// `--master`: overrides the kubeconfig's server.
-    pub master: Option<String>,
-    pub bind_address: IpAddr,
-    pub secure_port: u16,
-    /// Serving pair; when both are unset, the API server's pair if present, else a
-    /// self-signed certificate made at start (as upstream does without `--tls-cert-file`).
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_private_key_file: Option<PathBuf>,
-    /// CA of client certificates accepted on the non-health paths.
-    pub client_ca_file: Option<PathBuf>,
+    /// Kubeconfig, serving and leader election.
+    pub common: component::Flags,
     /// The CA bundle published as `kube-root-ca.crt`; the kubeconfig's CA when unset (upstream).
     pub root_ca_file: Option<PathBuf>,
     /// Read by the service-account token controller (not run yet); kept so args files with it
     /// load.
     pub service_account_private_key_file: Option<PathBuf>,
-    pub leader: LeaderElection,
     /// `--controllers`, as given.
     pub controllers: Vec<String>,
     pub concurrent_namespace_syncs: u16,
     pub concurrent_serviceaccount_syncs: u16,
-    snap_data: PathBuf,
 }
 
 /// The controller manager's settings for a data root: defaults, then the args file, then `cli`.
@@ -121,100 +78,39 @@ pub fn load_config(paths: &Paths, cli: &[String]) -> Result<Config, ControllerEr
     Ok(config)
 }
 
-/// Go's `strconv.ParseBool`, which upstream's boolean flags use.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 impl Config {
     pub fn defaults(snap_data: &Path) -> Self {
         Self {
-            kubeconfig: snap_data.join("credentials/controller.config"),
-            master: None,
-            bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            secure_port: DEFAULT_SECURE_PORT,
-            tls_cert_file: None,
-            tls_private_key_file: None,
-            client_ca_file: None,
+            common: component::Flags::defaults(
+                snap_data,
+                "credentials/controller.config",
+                DEFAULT_SECURE_PORT,
+                LEADER_LEASE_NAME,
+            ),
             root_ca_file: None,
             service_account_private_key_file: None,
-            leader: LeaderElection {
-                enabled: true,
-                lease_duration: Duration::from_secs(15),
-                renew_deadline: Duration::from_secs(10),
-                retry_period: Duration::from_secs(2),
-                resource_name: LEADER_LEASE_NAME.into(),
-                resource_namespace: LEADER_LEASE_NAMESPACE.into(),
-            },
             controllers: vec!["*".into()],
             concurrent_namespace_syncs: 10,
             concurrent_serviceaccount_syncs: 5,
-            snap_data: snap_data.to_path_buf(),
         }
     }
 
     /// Applies flags in order (later ones win), then checks what depends on several flags.
     pub fn apply(&mut self, flags: &[Flag]) -> Result<(), ArgsError> {
         for f in flags {
-            let invalid = |why: &str| ArgsError::Invalid {
-                origin: f.origin.clone(),
-                flag: f.name.clone(),
-                value: f.value.clone(),
-                why: why.to_string(),
-            };
+            if self.common.apply(f)? {
+                continue;
+            }
+            let invalid = |why: &str| component::invalid(f, why);
             let path = || Some(PathBuf::from(&f.value)).filter(|p| !p.as_os_str().is_empty());
-            let duration = || {
-                crate::common::args::parse_duration(&f.value)
-                    .map_err(|w| invalid(&w))
-                    .and_then(|d| match d.is_zero() {
-                        true => Err(invalid("must be greater than zero")),
-                        false => Ok(d),
-                    })
-            };
             let count = || match f.value.parse::<u16>() {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(invalid("expected a number from 1 to 65535")),
             };
             match f.name.as_str() {
-                "kubeconfig" => self.kubeconfig = PathBuf::from(&f.value),
-                "master" => {
-                    if !f.value.starts_with("https://") && !f.value.starts_with("http://") {
-                        return Err(invalid("expected an http:// or https:// URL"));
-                    }
-                    self.master = Some(f.value.clone());
-                }
-                "secure-port" => {
-                    self.secure_port = f.value.parse().map_err(|_| invalid("not a port"))?
-                }
-                "bind-address" => {
-                    self.bind_address = f.value.parse().map_err(|_| invalid("not an IP"))?
-                }
-                "tls-cert-file" => self.tls_cert_file = path(),
-                "tls-private-key-file" => self.tls_private_key_file = path(),
-                "client-ca-file" => self.client_ca_file = path(),
                 "root-ca-file" => self.root_ca_file = path(),
                 "service-account-private-key-file" => {
                     self.service_account_private_key_file = path()
-                }
-                "leader-elect" => {
-                    self.leader.enabled =
-                        parse_bool(&f.value).ok_or_else(|| invalid("expected true or false"))?
-                }
-                "leader-elect-lease-duration" => self.leader.lease_duration = duration()?,
-                "leader-elect-renew-deadline" => self.leader.renew_deadline = duration()?,
-                "leader-elect-retry-period" => self.leader.retry_period = duration()?,
-                "leader-elect-resource-lock" => {
-                    if f.value != "leases" {
-                        return Err(invalid("only \"leases\" is supported"));
-                    }
-                }
-                "leader-elect-resource-name" => self.leader.resource_name = f.value.clone(),
-                "leader-elect-resource-namespace" => {
-                    self.leader.resource_namespace = f.value.clone()
                 }
                 "controllers" => {
                     let list = crate::common::args::split_list(&f.value);
@@ -242,37 +138,7 @@ impl Config {
                 }
             }
         }
-        if (self.tls_cert_file.is_some()) != (self.tls_private_key_file.is_some()) {
-            return Err(ArgsError::Invalid {
-                origin: "flags".into(),
-                flag: "tls-cert-file".into(),
-                value: format!("{:?}", self.tls_cert_file),
-                why: "--tls-cert-file and --tls-private-key-file go together".into(),
-            });
-        }
-        // Upstream's checks: a leader renews well before its lease runs out.
-        let l = &self.leader;
-        if l.enabled && l.lease_duration <= l.renew_deadline {
-            return Err(ArgsError::Invalid {
-                origin: "flags".into(),
-                flag: "leader-elect-lease-duration".into(),
-                value: format!("{:?}", l.lease_duration),
-                why: "must be greater than --leader-elect-renew-deadline".into(),
-            });
-        }
-        if l.enabled && l.renew_deadline.as_secs_f64() <= l.retry_period.as_secs_f64() * 1.2 {
-            return Err(ArgsError::Invalid {
-                origin: "flags".into(),
-                flag: "leader-elect-renew-deadline".into(),
-                value: format!("{:?}", l.renew_deadline),
-                why: "must be greater than 1.2 × --leader-elect-retry-period".into(),
-            });
-        }
-        Ok(())
-    }
-
-    pub fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.bind_address, self.secure_port)
+        self.common.check()
     }
 
     /// Whether `--controllers` turns on the controller of this canonical name: named (or by its
@@ -289,19 +155,6 @@ impl Config {
             }
         }
         star
-    }
-
-    /// The serving pair to use: the configured one, else the API server's (as MicroK8s
-    /// does), else none (a self-signed one is made).
-    fn serving_pair(&self) -> Option<(PathBuf, PathBuf)> {
-        match (&self.tls_cert_file, &self.tls_private_key_file) {
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-            _ => {
-                let c = self.snap_data.join("certs/server.crt");
-                let k = self.snap_data.join("certs/server.key");
-                (c.exists() && k.exists()).then_some((c, k))
-            }
-        }
     }
 }
 
@@ -351,23 +204,6 @@ impl Backoff {
     }
 }
 
-/// The kube-rs settings of the kubeconfig (`--master` overriding its server).
-async fn kube_config(config: &Config) -> Result<kube::Config, ControllerError> {
-    let bad = |cause: String| ControllerError::Kubeconfig {
-        path: config.kubeconfig.clone(),
-        cause,
-    };
-    let kc =
-        kube::config::Kubeconfig::read_from(&config.kubeconfig).map_err(|e| bad(e.to_string()))?;
-    let mut kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .map_err(|e| bad(e.to_string()))?;
-    if let Some(m) = &config.master {
-        kcfg.cluster_url = m.parse().map_err(|e| bad(format!("--master {m}: {e}")))?;
-    }
-    Ok(kcfg)
-}
-
 /// The CA bundle to publish: `--root-ca-file`, else the kubeconfig's CA (upstream's fallback).
 fn root_ca(config: &Config, kcfg: &kube::Config) -> Result<String, ControllerError> {
     let pem = match &config.root_ca_file {
@@ -384,7 +220,7 @@ fn root_ca(config: &Config, kcfg: &kube::Config) -> Result<String, ControllerErr
             path: config
                 .root_ca_file
                 .clone()
-                .unwrap_or_else(|| config.kubeconfig.clone()),
+                .unwrap_or_else(|| config.common.kubeconfig.clone()),
         });
     }
     Ok(pem)
@@ -402,85 +238,23 @@ fn pem_cert(der: &[u8]) -> String {
     out
 }
 
-/// This process's leader-election identity, upstream's `<hostname>_<uuid>` (a v4 UUID).
-fn identity() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}_{}-{}-{}-{}-{}",
-        crate::common::host::node_name(),
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 /// Runs the controller manager until SIGTERM/SIGINT, or until it loses its lease (an error,
 /// so the process exits non-zero as upstream's does).
 pub async fn run(config: Config) -> Result<(), ControllerError> {
-    let kcfg = kube_config(&config).await?;
+    let kcfg = config.common.kube_config().await?;
     let ca = root_ca(&config, &kcfg)?;
-    let client = kube::Client::try_from(kcfg).map_err(|e| ControllerError::Kubeconfig {
-        path: config.kubeconfig.clone(),
-        cause: e.to_string(),
-    })?;
+    let client = config.common.client(kcfg)?;
     let metrics = Arc::new(metrics::Metrics::default());
-
-    let addr = config.listen_addr();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|cause| ControllerError::Listen { addr, cause })?;
-    let tls = server::tls_config(&config)?;
-    let auth = Arc::new(auth::Delegated::new(client.clone()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(server::serve(listener, tls, metrics.clone(), auth, stop_rx));
-    tracing::info!("controller manager serving on https://{addr}");
-
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(ControllerError::Signals)?;
-    let mut elector = leader::Elector::new(client.clone(), &config.leader, identity());
-    let outcome = async {
-        if config.leader.enabled {
-            tokio::select! {
-                () = elector.acquire() => {}
-                _ = sigterm.recv() => return Ok(()),
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-            }
-        }
-        metrics.set_leader(true);
-        let mut running = start(&config, client.clone(), ca, metrics.clone());
-        let renewing = async {
-            if config.leader.enabled {
-                elector.keep_renewing().await
-            } else {
-                std::future::pending().await
-            }
-        };
-        let result = tokio::select! {
-            _ = sigterm.recv() => Ok(()),
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            lost = renewing => Err(lost),
-            Some(ended) = running.join_next() => {
-                Err(ControllerError::Stopped(ended.unwrap_or("a controller")))
-            }
-        };
-        running.abort_all();
-        metrics.set_leader(false);
-        result
-    }
-    .await;
-    // Hand the lease over at once instead of making the next leader wait for it to expire
-    // (a no-op unless we still hold it).
-    if outcome.is_ok() {
-        elector.release().await;
-    }
-    let _ = stop_tx.send(true);
-    let _ = serving.await;
-    outcome
+    let m = metrics.clone();
+    component::run(
+        &config.common,
+        "controller manager",
+        client.clone(),
+        metrics,
+        || start(&config, client, ca, m),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Starts every enabled controller; each task ends only if its controller stops.
@@ -554,18 +328,12 @@ where
 }
 
 /// Whether the controller manager of a data root answers `/healthz` with `ok` (the
-/// supervisor's readiness check). Its certificate is not verified: it may be self-signed,
-/// and the check only ever goes to loopback.
+/// supervisor's readiness check).
 pub async fn probe_ready(paths: &Paths) -> bool {
-    let Ok(config) = load_config(paths, &[]) else {
-        return false;
-    };
-    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.secure_port);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), server::get_insecure(addr, "/healthz"))
-            .await,
-        Ok(Some((200, body))) if body == "ok"
-    )
+    match load_config(paths, &[]) {
+        Ok(config) => component::probe_ready(config.common.secure_port).await,
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -589,11 +357,14 @@ mod tests {
     #[test]
     fn defaults_are_upstreams() {
         let c = Config::defaults(Path::new("/d"));
-        assert_eq!(c.listen_addr(), "0.0.0.0:10257".parse().unwrap());
-        assert_eq!(c.kubeconfig, Path::new("/d/credentials/controller.config"));
-        assert_eq!(c.leader.lease_duration, Duration::from_secs(15));
-        assert_eq!(c.leader.renew_deadline, Duration::from_secs(10));
-        assert_eq!(c.leader.retry_period, Duration::from_secs(2));
+        assert_eq!(c.common.listen_addr(), "0.0.0.0:10257".parse().unwrap());
+        assert_eq!(
+            c.common.kubeconfig,
+            Path::new("/d/credentials/controller.config")
+        );
+        assert_eq!(c.common.leader.lease_duration, Duration::from_secs(15));
+        assert_eq!(c.common.leader.renew_deadline, Duration::from_secs(10));
+        assert_eq!(c.common.leader.retry_period, Duration::from_secs(2));
         for (name, _) in CONTROLLERS {
             assert!(c.enabled(name));
         }
@@ -610,13 +381,13 @@ mod tests {
         )
         .unwrap();
         let c = load_config(&paths, &["--secure-port=1234".into()]).unwrap();
-        assert_eq!(c.secure_port, 1234);
+        assert_eq!(c.common.secure_port, 1234);
         assert_eq!(c.root_ca_file, Some(paths.data_file("certs/ca.crt")));
         assert_eq!(
-            c.kubeconfig,
+            c.common.kubeconfig,
             paths.data_file("credentials/controller.config")
         );
-        assert!(c.leader.enabled);
+        assert!(c.common.leader.enabled);
     }
 
     #[test]
@@ -675,16 +446,6 @@ mod tests {
         assert_eq!(b.failed("a"), MAX_RETRY);
         b.succeeded("a");
         assert_eq!(b.failed("a"), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn identity_is_hostname_and_uuid() {
-        let id = identity();
-        let (host, uuid) = id.rsplit_once('_').unwrap();
-        assert_eq!(host, crate::common::host::node_name());
-        assert_eq!(uuid.len(), 36);
-        assert_eq!(uuid.matches('-').count(), 4);
-        assert_ne!(id, identity());
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
         args_template: include_str!("../../templates/args/kube-controller-manager"),
         listens: |paths| {
             let c = crate::controllers::load_config(paths, &[]).map_err(|e| e.to_string())?;
-            Ok(vec![c.listen_addr()])
+            Ok(vec![c.common.listen_addr()])
         },
         probe: |paths| Box::pin(async move { crate::controllers::probe_ready(&paths).await }),
     },

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
-use super::{ControllerError, LeaderElection};
+use super::{ComponentError, LeaderElection};
 
 /// Upstream's jitter factor on the retry period.
 const JITTER: f64 = 1.2;
@@ -162,7 +162,7 @@ impl Elector {
 
     /// Renews every retry period; returns the error to exit with once a renewal has not
     /// succeeded for the renew deadline.
-    pub async fn keep_renewing(&mut self) -> ControllerError {
+    pub async fn keep_renewing(&mut self) -> ComponentError {
         let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(self.cfg.retry_period).await;
@@ -181,7 +181,7 @@ impl Elector {
             if last_ok.elapsed() >= self.cfg.renew_deadline {
                 self.leading = false;
                 tracing::error!(lease = %self.lease_key(), "leaderelection lost");
-                return ControllerError::LeaderLost {
+                return ComponentError::LeaderLost {
                     namespace: self.cfg.resource_namespace.clone(),
                     name: self.cfg.resource_name.clone(),
                     deadline: self.cfg.renew_deadline,

@@ -1,4 +1,4 @@
-//! The controller manager's HTTPS endpoint (10257): `/healthz`, `/livez`, `/readyz` for
+//! A component's HTTPS endpoint (10257, 10259): `/healthz`, `/livez`, `/readyz` for
 //! anyone (upstream's `--authorization-always-allow-paths`), `/metrics` for callers the API
 //! server authenticates and authorizes ([`super::auth`]), nothing else.
 //!
@@ -17,43 +17,47 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+use super::ComponentError;
 use super::auth::{Delegated, Verdict};
-use super::metrics::Metrics;
-use super::{Config, ControllerError};
+
+/// Renders `/metrics` in Prometheus text format.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 const HEALTH_PATHS: &[&str] = &["/healthz", "/livez", "/readyz"];
 
-fn tls_err(what: &std::path::Path, e: impl std::fmt::Display) -> ControllerError {
-    ControllerError::Tls(format!("{}: {e}", what.display()))
+fn tls_err(what: &std::path::Path, e: impl std::fmt::Display) -> ComponentError {
+    ComponentError::Tls(format!("{}: {e}", what.display()))
 }
 
 /// The certificates of a PEM bundle.
-pub fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ControllerError> {
+pub fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ComponentError> {
     CertificateDer::pem_file_iter(path)
         .map_err(|e| tls_err(path, e))?
         .map(|c| c.map_err(|e| tls_err(path, e)))
         .collect()
 }
 
-fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ControllerError>
-{
+fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ComponentError> {
     let host = crate::common::host::node_name();
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), host];
     let ck = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| ControllerError::Tls(format!("cannot make a self-signed certificate: {e}")))?;
+        .map_err(|e| ComponentError::Tls(format!("cannot make a self-signed certificate: {e}")))?;
     let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
-        .map_err(|e| ControllerError::Tls(format!("self-signed key: {e}")))?;
+        .map_err(|e| ComponentError::Tls(format!("self-signed key: {e}")))?;
     Ok((vec![ck.cert.der().clone()], key))
 }
 
 /// Server TLS: the serving pair, and client certificates verified against `--client-ca-file`
 /// when one is set (optional: health checks come without one).
-pub fn tls_config(config: &Config) -> Result<rustls::ServerConfig, ControllerError> {
+pub fn tls_config(
+    pair: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    client_ca: Option<&std::path::Path>,
+) -> Result<rustls::ServerConfig, ComponentError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ControllerError::Tls(e.to_string()))?;
-    let builder = match &config.client_ca_file {
+        .map_err(|e| ComponentError::Tls(e.to_string()))?;
+    let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in read_certs(ca)? {
@@ -65,12 +69,12 @@ pub fn tls_config(config: &Config) -> Result<rustls::ServerConfig, ControllerErr
             )
             .allow_unauthenticated()
             .build()
-            .map_err(|e| ControllerError::Tls(e.to_string()))?;
+            .map_err(|e| ComponentError::Tls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let (chain, key) = match config.serving_pair() {
+    let (chain, key) = match pair {
         Some((cert, key)) => {
             let chain = read_certs(&cert)?;
             let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| tls_err(&key, e))?;
@@ -83,7 +87,7 @@ pub fn tls_config(config: &Config) -> Result<rustls::ServerConfig, ControllerErr
     };
     let mut tls = builder
         .with_single_cert(chain, key)
-        .map_err(|e| ControllerError::Tls(e.to_string()))?;
+        .map_err(|e| ComponentError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
@@ -102,7 +106,7 @@ fn text(code: StatusCode, content_type: &str, body: String) -> Response<Body> {
 async fn handle(
     req: Request<hyper::body::Incoming>,
     peer: Option<Arc<CertificateDer<'static>>>,
-    metrics: Arc<Metrics>,
+    metrics: Render,
     auth: Arc<Delegated>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -142,7 +146,7 @@ async fn handle(
         Verdict::Allowed if path == "/metrics" && verb == "get" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
+            metrics(),
         ),
         Verdict::Allowed => text(StatusCode::NOT_FOUND, plain, "404 page not found\n".into()),
     }
@@ -151,7 +155,7 @@ async fn handle(
 async fn serve_connection(
     tls: TlsAcceptor,
     tcp: tokio::net::TcpStream,
-    metrics: Arc<Metrics>,
+    metrics: Render,
     auth: Arc<Delegated>,
 ) {
     let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
@@ -183,7 +187,7 @@ async fn serve_connection(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: rustls::ServerConfig,
-    metrics: Arc<Metrics>,
+    metrics: Render,
     auth: Arc<Delegated>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
