@@ -4,7 +4,7 @@
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # bench_args DATA_DIR: every component's args on free ports (datastore, API server,
-# controller manager, kubelet, containerd's metrics); sets D_PORT (datastore client port) and
+# controller manager, scheduler, kubelet, containerd's metrics); sets D_PORT (datastore client port) and
 # A_PORT (API server port). Bootstrap points the kubeconfigs at A_PORT.
 bench_args() {
     D_PORT=$(free_port); A_PORT=$(free_port)
@@ -16,6 +16,9 @@ bench_args() {
     { cat templates/args/kube-controller-manager
       printf -- '--secure-port=%s\n--bind-address=127.0.0.1\n' "$(free_port)"
     } >"$1/args/kube-controller-manager"
+    { cat templates/args/kube-scheduler
+      printf -- '--secure-port=%s\n--bind-address=127.0.0.1\n' "$(free_port)"
+    } >"$1/args/kube-scheduler"
     { cat templates/args/kubelet
       printf -- '--port=%s\n--read-only-port=%s\n--healthz-port=%s\n--address=127.0.0.1\n' "$(free_port)" "$(free_port)" "$(free_port)"
     } >"$1/args/kubelet"

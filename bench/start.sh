@@ -38,7 +38,7 @@ for f in "$WORK"/common/run/*.pid; do
     done
     rss=$((rss + kb))
 done
-printf 'start benchmark: median of %s runs (components: containerd, datastore, apiserver, controller-manager, kubelet)\n' "$RUNS"
+printf 'start benchmark: median of %s runs (components: containerd, datastore, apiserver, controller-manager, scheduler, kubelet)\n' "$RUNS"
 printf '  cold start to ready   %6s ms   (goal <= 2000 ms; k3s/MicroK8s: tens of seconds, published)\n' "$(median <"$WORK/cold")"
 printf '  warm start to ready   %6s ms   (goal <= 1000 ms)\n' "$(median <"$WORK/warm")"
 printf '  RSS after %ss idle    %6.1f MiB (goal <= 100 MB; k3s/MicroK8s: hundreds of MB, published)\n' "$IDLE" "$(awk -v k="$rss" 'BEGIN {print k/1024}')"

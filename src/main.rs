@@ -8,6 +8,7 @@ mod common;
 mod controllers;
 mod datastore;
 mod kubelet;
+mod scheduler;
 mod supervisor;
 
 fn main() -> std::process::ExitCode {

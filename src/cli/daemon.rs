@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::common::paths::Paths;
-use crate::{apiserver, controllers, datastore, kubelet};
+use crate::{apiserver, controllers, datastore, kubelet, scheduler};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Component {
@@ -16,6 +16,8 @@ pub enum Component {
     Apiserver,
     /// The controller manager on 10257: root CA, service accounts, namespace deletion
     ControllerManager,
+    /// The scheduler on 10259: binds pending pods to nodes
+    Scheduler,
     /// containerd (Debian's binary) with mk8s's rendered config, on a unix socket
     Containerd,
     /// The kubelet on 10250/10255: runs this node's pods on containerd
@@ -64,6 +66,10 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
         Component::ControllerManager => {
             let config = controllers::load_config(paths, &a.flags)?;
             runtime()?.block_on(controllers::run(config))?;
+        }
+        Component::Scheduler => {
+            let config = scheduler::load_config(paths, &a.flags)?;
+            runtime()?.block_on(scheduler::run(config))?;
         }
         Component::Containerd => {
             let config = kubelet::containerd::load_config(paths, &a.flags)?;

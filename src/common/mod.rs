@@ -6,6 +6,7 @@
 pub mod args;
 pub mod clock;
 pub mod component;
+pub mod events;
 pub mod fault;
 pub mod fsutil;
 pub mod heap;

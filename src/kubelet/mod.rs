@@ -12,7 +12,6 @@
 pub mod containerd;
 pub mod cri;
 mod env;
-mod events;
 pub mod images;
 pub mod logs;
 mod node;
@@ -380,7 +379,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
     let shared = Arc::new(pods::Shared {
         client: client.clone(),
         cri,
-        events: events::Recorder::new(client, facts.name.clone()),
+        events: crate::common::events::Recorder::new(client, "kubelet", Some(facts.name.clone())),
         settings: runtime::SandboxSettings {
             pod_logs_dir: config.pod_logs_dir.clone(),
             cluster_dns: config.cluster_dns.clone(),

@@ -22,11 +22,11 @@ use tokio::sync::Notify;
 
 use super::cri::{Cri, CriError};
 use super::env::EnvContext;
-use super::events::Recorder;
 use super::probes::ProbeSet;
 use super::runtime::{self, LABEL_CONTAINER_NAME, LABEL_POD_UID, SandboxSettings};
 use super::volumes::PodVolumes;
 use crate::common::clock;
+use crate::common::events::Recorder;
 
 const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);

@@ -104,6 +104,16 @@ pub const COMPONENTS: &[ComponentDef] = &[
         probe: |paths| Box::pin(async move { crate::controllers::probe_ready(&paths).await }),
     },
     ComponentDef {
+        name: "scheduler",
+        args_file: "kube-scheduler",
+        args_template: include_str!("../../templates/args/kube-scheduler"),
+        listens: |paths| {
+            let c = crate::scheduler::load_config(paths, &[]).map_err(|e| e.to_string())?;
+            Ok(vec![c.common.listen_addr()])
+        },
+        probe: |paths| Box::pin(async move { crate::scheduler::probe_ready(&paths).await }),
+    },
+    ComponentDef {
         name: "kubelet",
         args_file: "kubelet",
         args_template: include_str!("../../templates/args/kubelet"),

@@ -11,6 +11,8 @@ use crate::etcd::{etcdctl_cmd, free_port};
 pub const COMPONENTS: &[&str] = &[
     "supervisor",
     "kubelet",
+    "scheduler",
+    "controller-manager",
     "apiserver",
     "datastore",
     "containerd",
@@ -52,6 +54,15 @@ impl Cluster {
         let template = include_str!("../../templates/args/kube-controller-manager");
         std::fs::write(
             data.join("args/kube-controller-manager"),
+            format!(
+                "{template}--secure-port={}\n--bind-address=127.0.0.1\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let template = include_str!("../../templates/args/kube-scheduler");
+        std::fs::write(
+            data.join("args/kube-scheduler"),
             format!(
                 "{template}--secure-port={}\n--bind-address=127.0.0.1\n",
                 free_port()

@@ -126,11 +126,10 @@ fn node_name() -> String {
         .to_ascii_lowercase()
 }
 
-/// A pod bound to this node (there is no scheduler yet), restartPolicy and body given.
+/// A pod for the scheduler to place, restartPolicy and body given.
 fn pod(name: &str, restart: &str, body: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  nodeName: {}\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 5\n{body}",
-        node_name()
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 5\n{body}"
     )
 }
 
@@ -362,6 +361,7 @@ fn pods_run_on_containerd_end_to_end() {
         "Container image \"nothere.example/none:1.0\" is not present with pull policy of Never"
     );
 
+    scheduler_places_and_explains(&c);
     hooks_claims_and_updates(&c);
     init_security_and_downward(&c);
     restarted_kubelet_adopts(&c);
@@ -823,4 +823,90 @@ fn bad_input_keeps_the_rest_running(c: &Cluster) {
     });
     assert!(line.starts_with("tick-"), "{line}");
     assert_eq!(jsonpath(c, &["pod", "web"], "{.status.phase}"), "Running");
+}
+
+/// The scheduler binds pods (with a `Scheduled` event), and a pod that fits nowhere stays
+/// Pending with upstream's condition and `FailedScheduling` text, then runs once room is made.
+fn scheduler_places_and_explains(c: &Cluster) {
+    let node = node_name();
+    let events = |name: &str, reason: &str| {
+        kubectl(
+            c,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={name},reason={reason}"),
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+        )
+        .1
+    };
+    // web was placed by the scheduler.
+    assert_eq!(jsonpath(c, &["pod", "web"], "{.spec.nodeName}"), node);
+    assert_eq!(
+        events("web", "Scheduled"),
+        format!("Successfully assigned default/web to {node}")
+    );
+    apply(
+        c,
+        &pod(
+            "greedy",
+            "Never",
+            "  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sleep, '3600']\n    resources: {requests: {cpu: '1000'}}\n",
+        ),
+    );
+    apply(
+        c,
+        &pod(
+            "elsewhere",
+            "Never",
+            "  nodeSelector: {disk: ssd}\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sleep, '3600']\n",
+        ),
+    );
+    wait_for("greedy's FailedScheduling", 30, || {
+        !events("greedy", "FailedScheduling").is_empty()
+    });
+    assert_eq!(
+        events("greedy", "FailedScheduling"),
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+    );
+    assert_eq!(
+        jsonpath(c, &["pod", "greedy"], "{.status.phase}"),
+        "Pending"
+    );
+    assert_eq!(
+        jsonpath(
+            c,
+            &["pod", "greedy"],
+            "{.status.conditions[?(@.type==\"PodScheduled\")].reason}"
+        ),
+        "Unschedulable"
+    );
+    wait_for("elsewhere's FailedScheduling", 30, || {
+        !events("elsewhere", "FailedScheduling").is_empty()
+    });
+    assert_eq!(
+        events("elsewhere", "FailedScheduling"),
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.."
+    );
+    // Labelling the node is a cluster change: the pod is retried and runs.
+    assert!(kubectl(c, &["label", "node", &node, "disk=ssd"]).0);
+    wait_for("elsewhere to run after the node was labelled", 60, || {
+        jsonpath(c, &["pod", "elsewhere"], "{.status.phase}") == "Running"
+    });
+    assert!(kubectl(c, &["label", "node", &node, "disk-"]).0);
+    let (ok, _, err) = kubectl(
+        c,
+        &[
+            "delete",
+            "pod",
+            "greedy",
+            "elsewhere",
+            "--grace-period=1",
+            "--wait=true",
+        ],
+    );
+    assert!(ok, "{err}");
 }

@@ -1,13 +1,16 @@
-//! Events the kubelet records about pods (core/v1 Events, source `kubelet` on this node), with
-//! upstream's reasons and words. A repeat of the same event bumps its count instead of
+//! core/v1 Events a component records about the objects it acts on (the kubelet about pods,
+//! the scheduler about pods it binds or cannot place, controllers about what they own), with
+//! the component's name as source. A repeat of the same event bumps its count instead of
 //! creating a new object, as upstream's event correlator does.
+//!
+//! Owns only the Event objects it creates; events are best effort and never fail the caller.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -16,51 +19,58 @@ use crate::common::clock;
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
-    node: String,
+    component: String,
+    /// The node the component runs on, when it is a per-node one (the kubelet).
+    host: Option<String>,
     seen: Arc<Mutex<HashMap<String, (String, i32)>>>,
 }
 
 impl Recorder {
-    pub fn new(client: Client, node: String) -> Self {
+    pub fn new(client: Client, component: &str, host: Option<String>) -> Self {
         Recorder {
             client,
-            node,
+            component: component.to_string(),
+            host,
             seen: Arc::default(),
         }
     }
 
     /// Records an event in the background, so a pod's start never waits on it; failures are
     /// logged, never fatal (events are best effort upstream too).
-    pub async fn record(
+    pub async fn record<K>(
         &self,
-        pod: &Pod,
+        obj: &K,
         field_path: Option<&str>,
         normal: bool,
         reason: &str,
         message: &str,
-    ) {
-        let (this, pod) = (self.clone(), pod.clone());
+    ) where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let (this, obj) = (self.clone(), obj.clone());
         let (fp, reason, message) = (
             field_path.map(str::to_string),
             reason.to_string(),
             message.to_string(),
         );
         tokio::spawn(async move {
-            this.write(&pod, fp.as_deref(), normal, &reason, &message)
+            this.write(&obj, fp.as_deref(), normal, &reason, &message)
                 .await
         });
     }
 
-    async fn write(
+    async fn write<K: Resource<DynamicType = ()>>(
         &self,
-        pod: &Pod,
+        obj: &K,
         field_path: Option<&str>,
         normal: bool,
         reason: &str,
         message: &str,
     ) {
-        let ns = pod.namespace().unwrap_or_default();
-        let uid = pod.uid().unwrap_or_default();
+        // Events of cluster-scoped objects live in `default`, as upstream puts them.
+        let obj_ns = obj.namespace();
+        let ns = obj_ns.clone().unwrap_or_else(|| "default".into());
+        let uid = obj.uid().unwrap_or_default();
         let key = format!("{uid}/{}/{reason}/{message}", field_path.unwrap_or(""));
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         let now = clock::now_rfc3339();
@@ -77,11 +87,14 @@ impl Recorder {
             }
         }
         let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        let name = format!("{}.{:x}", pod.name_any(), nanos);
+        let name = format!("{}.{:x}", obj.name_any(), nanos);
         let mut involved = json!({
-            "apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": pod.name_any(), "uid": uid,
-            "resourceVersion": pod.resource_version(),
+            "apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": obj.name_any(),
+            "uid": uid, "resourceVersion": obj.resource_version(),
         });
+        if let Some(n) = &obj_ns {
+            involved["namespace"] = json!(n);
+        }
         if let Some(fp) = field_path {
             involved["fieldPath"] = json!(fp);
         }
@@ -90,10 +103,11 @@ impl Recorder {
             "metadata": {"name": name, "namespace": ns},
             "involvedObject": involved,
             "reason": reason, "message": message,
-            "source": {"component": "kubelet", "host": self.node},
+            "source": {"component": self.component, "host": self.host},
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
             "type": if normal { "Normal" } else { "Warning" },
-            "reportingComponent": "kubelet", "reportingInstance": self.node,
+            "reportingComponent": self.component,
+            "reportingInstance": self.host.clone().unwrap_or_else(crate::common::host::node_name),
         });
         let Ok(ev) = serde_json::from_value::<Event>(ev) else {
             return;
@@ -106,11 +120,11 @@ impl Recorder {
                 }
                 seen.insert(key, (name, 1));
             }
-            Err(e) => tracing::debug!("event {reason} for {ns}/{}: {e}", pod.name_any()),
+            Err(e) => tracing::debug!("event {reason} for {ns}/{}: {e}", obj.name_any()),
         }
     }
 
-    /// Forgets a pod's events (it is gone).
+    /// Forgets an object's events (it is gone).
     pub fn forget(&self, uid: &str) {
         self.seen.lock().retain(|k, _| !k.starts_with(uid));
     }
