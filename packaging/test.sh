@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: install what the tests need and run every test (unit + integration),
-# then the bootstrap, API server and pod benchmarks. Build once: the tests reuse the same target dir.
+# then the bootstrap, API server, pod and scheduler benchmarks. Build once: the tests reuse the same target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . packaging/deps.sh
@@ -11,3 +11,4 @@ cargo build --release --locked
 BENCH_RUNS="${BENCH_RUNS:-5}" bench/bootstrap.sh
 bench/apiserver.sh
 bench/pods.sh
+bench/scheduler.sh

@@ -193,3 +193,71 @@ pub async fn service_account(state: &State, pod: &mut Value) {
         }
     }
 }
+
+/// Priority admission for a new pod (upstream's `Priority` plugin): `spec.priority` and
+/// `spec.preemptionPolicy` from the PriorityClass `priorityClassName` names, else from the
+/// class marked `globalDefault`, else 0. A class that does not exist, or a `spec.priority`
+/// that differs from what the class says, is refused (403) as upstream refuses it.
+pub async fn priority(state: &State, pod: &mut Value) -> Result<(), ApiError> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let forbidden = |why: String| ApiError::forbidden("", "pods", &name, &why);
+    let res = resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or_else(|| ApiError::Internal("no priorityclasses resource".into()))?;
+    let class_name = pod["spec"]["priorityClassName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let class = match &class_name {
+        Some(c) => {
+            let stored = state
+                .storage
+                .get(&key(res, "", c))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            match stored.map(|s| decode_stored(&s)) {
+                Some(Ok(v)) => Some(v),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(forbidden(format!(
+                        "no PriorityClass with name {c} was found"
+                    )));
+                }
+            }
+        }
+        None => {
+            let page = state
+                .storage
+                .list(&super::registry::prefix(res, ""), "", 0, 0)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            page.items
+                .iter()
+                .filter_map(|s| decode_stored(s).ok())
+                .filter(|c| c["globalDefault"] == true)
+                .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+        }
+    };
+    let value = class
+        .as_ref()
+        .and_then(|c| c["value"].as_i64())
+        .unwrap_or(0);
+    let spec = &mut pod["spec"];
+    if let Some(given) = spec["priority"].as_i64()
+        && given != value
+    {
+        return Err(forbidden(format!(
+            "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+        )));
+    }
+    if let Some(c) = &class {
+        if class_name.is_none() {
+            spec["priorityClassName"] = c["metadata"]["name"].clone();
+        }
+        spec["preemptionPolicy"] = c["preemptionPolicy"]
+            .as_str()
+            .unwrap_or("PreemptLowerPriority")
+            .into();
+    }
+    spec["priority"] = value.into();
+    Ok(())
+}

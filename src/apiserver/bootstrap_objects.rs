@@ -30,6 +30,33 @@ async fn ensure_all(state: &State) -> Result<(), ApiError> {
         )
         .await?;
     }
+    // Upstream's built-in classes (the scheduling/bootstrap-system-priority-classes hook).
+    let classes = resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or_else(|| ApiError::Internal("no priorityclasses resource".into()))?;
+    for (name, value, description) in [
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ] {
+        ensure_object(
+            state,
+            classes,
+            "",
+            json!({
+                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "description": description,
+                "preemptionPolicy": "PreemptLowerPriority",
+            }),
+        )
+        .await?;
+    }
     let (net, _) = state.config.service_cluster_ip_range;
     let service_ip = Ipv4Addr::from(u32::from(net) + 1).to_string();
     let host = state

@@ -909,4 +909,53 @@ fn scheduler_places_and_explains(c: &Cluster) {
         ],
     );
     assert!(ok, "{err}");
+
+    // Priority admission: a missing class is refused as upstream refuses it.
+    let o = kubectl_stdin(
+        c,
+        &["create", "-f", "-", "--dry-run=server"],
+        &pod(
+            "classless",
+            "Never",
+            "  priorityClassName: nope\n  containers:\n  - name: c\n    image: busybox:1.35\n",
+        ),
+    );
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "Error from server (Forbidden): error when creating \"STDIN\": pods \"classless\" is forbidden: no PriorityClass with name nope was found"
+    );
+    // Preemption: a low-priority pod holding most of the CPU makes way for a high one.
+    let alloc = jsonpath(c, &["node", &node], "{.status.allocatable.cpu}");
+    let milli = match alloc.strip_suffix('m') {
+        Some(m) => m.parse::<u64>().unwrap(),
+        None => alloc.parse::<u64>().unwrap() * 1000,
+    };
+    let want = format!("{}m", milli * 6 / 10);
+    apply(
+        c,
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n",
+    );
+    let hungry = |name: &str, class: &str| {
+        pod(
+            name,
+            "Never",
+            &format!(
+                "  {class}\n  containers:\n  - name: c\n    image: busybox:1.35\n    command: [sleep, '3600']\n    resources: {{requests: {{cpu: {want}}}}}\n"
+            ),
+        )
+    };
+    apply(c, &hungry("low", "enableServiceLinks: false"));
+    wait_for("low to run", 60, || {
+        jsonpath(c, &["pod", "low"], "{.status.phase}") == "Running"
+    });
+    apply(c, &hungry("high", "priorityClassName: high"));
+    assert_eq!(jsonpath(c, &["pod", "high"], "{.spec.priority}"), "1000");
+    wait_for("high to run in low's place", 90, || {
+        jsonpath(c, &["pod", "high"], "{.status.phase}") == "Running"
+    });
+    assert!(!kubectl(c, &["get", "pod", "low"]).0, "low was preempted");
+    let (ok, _, err) = kubectl(c, &["delete", "pod", "high", "--wait=true"]);
+    assert!(ok, "{err}");
+    assert!(kubectl(c, &["delete", "priorityclass", "high"]).0);
 }
