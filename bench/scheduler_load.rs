@@ -46,11 +46,7 @@ async fn fill(kubeconfig: &str, n: usize) {
     let mut with_status = created.clone();
     with_status.status = node.status.clone();
     nodes
-        .replace_status(
-            "bench-node",
-            &PostParams::default(),
-            serde_json::to_vec(&with_status).expect("json"),
-        )
+        .replace_status("bench-node", &PostParams::default(), &with_status)
         .await
         .expect("node status");
     let t0 = Instant::now();
