@@ -18,9 +18,9 @@ MK8S=target/release/mk8s
 
 . bench/lib.sh
 
+bench_args "$WORK/data"
 "$MK8S" bootstrap --data-dir "$WORK/data" >/dev/null
 CERTS="$WORK/data/certs"
-bench_args "$WORK/data"
 KC="$WORK/data/credentials/client.config"
 "$MK8S" daemon datastore --data-dir "$WORK/data" >"$WORK/datastore.log" 2>&1 &
 PIDS+=($!)
@@ -41,7 +41,8 @@ done
 
 declare -A R
 collect() { while read -r name value unit; do R["$name"]="$value $unit"; R["$name.v"]="$value"; done; }
-collect < <("$LOAD" fill "$KC" "$N")
+"$LOAD" fill "$KC" "$N" >"$WORK/fill"
+collect <"$WORK/fill"
 "$LOAD" bind "$KC" "$N" >"$WORK/bind" &
 BIND_PID=$!; PIDS+=("$BIND_PID")
 sleep 0.5
