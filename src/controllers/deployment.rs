@@ -115,13 +115,27 @@ pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32
         .collect()
 }
 
-/// A template as JSON with object keys sorted at every level.
+/// A template as JSON with object keys sorted at every level and zero values (`false`, `0`,
+/// `""`, `null`) dropped from objects: Go compares templates as structs, where an explicit
+/// zero and an absent field are the same, and writers differ in which they send.
 fn canonical(template: &PodTemplateSpec) -> serde_json::Value {
+    fn zero(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Null => true,
+            serde_json::Value::Bool(b) => !b,
+            serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+            serde_json::Value::String(s) => s.is_empty(),
+            _ => false,
+        }
+    }
     fn sort(v: serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {
-                let sorted: BTreeMap<String, serde_json::Value> =
-                    m.into_iter().map(|(k, v)| (k, sort(v))).collect();
+                let sorted: BTreeMap<String, serde_json::Value> = m
+                    .into_iter()
+                    .filter(|(_, v)| !zero(v))
+                    .map(|(k, v)| (k, sort(v)))
+                    .collect();
                 serde_json::Value::Object(sorted.into_iter().collect())
             }
             serde_json::Value::Array(a) => {

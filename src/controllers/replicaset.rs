@@ -685,6 +685,30 @@ mod tests {
     }
 
     #[test]
+    fn failed_creates_set_replica_failure_until_one_succeeds() {
+        let rs = ReplicaSet {
+            metadata: ObjectMeta {
+                generation: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (status, _) = calculate_status(&rs, &[], Some("pods \"x\" is forbidden"));
+        let c = &status.conditions.as_ref().unwrap()[0];
+        assert_eq!(c.type_, "ReplicaFailure");
+        assert_eq!(c.status, "True");
+        assert_eq!(c.reason.as_deref(), Some("FailedCreate"));
+        assert_eq!(c.message.as_deref(), Some("pods \"x\" is forbidden"));
+        assert_eq!(status.observed_generation, Some(2));
+        let rs = ReplicaSet {
+            status: Some(status),
+            ..rs
+        };
+        let (status, _) = calculate_status(&rs, &[], None);
+        assert!(status.conditions.is_none());
+    }
+
+    #[test]
     fn empty_selector_selects_nothing() {
         assert!(selector(None).unwrap().is_none());
         assert!(selector(Some(&LabelSelector::default())).unwrap().is_none());
