@@ -86,41 +86,20 @@ impl Recorder {
                 return;
             }
         }
-        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        let name = format!("{}.{:x}", obj.name_any(), nanos);
-        let mut involved = json!({
-            "apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": obj.name_any(),
-            "uid": uid, "resourceVersion": obj.resource_version(),
-        });
-        if let Some(n) = &obj_ns {
-            involved["namespace"] = json!(n);
-        }
-        if let Some(fp) = field_path {
-            involved["fieldPath"] = json!(fp);
-        }
-        let ev = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": ns},
-            "involvedObject": involved,
-            "reason": reason, "message": message,
-            "source": {"component": self.component, "host": self.host},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "type": if normal { "Normal" } else { "Warning" },
-            "reportingComponent": self.component,
-            "reportingInstance": self.host.clone().unwrap_or_else(crate::common::host::node_name),
-        });
-        let Ok(ev) = serde_json::from_value::<Event>(ev) else {
-            return;
+        let what = What {
+            component: &self.component,
+            host: self.host.as_deref(),
+            field_path,
+            normal,
+            reason,
+            message,
         };
-        match api.create(&PostParams::default(), &ev).await {
-            Ok(_) => {
-                let mut seen = self.seen.lock();
-                if seen.len() > 4096 {
-                    seen.clear();
-                }
-                seen.insert(key, (name, 1));
+        if let Some(name) = create(&self.client, obj, &what).await {
+            let mut seen = self.seen.lock();
+            if seen.len() > 4096 {
+                seen.clear();
             }
-            Err(e) => tracing::debug!("event {reason} for {ns}/{}: {e}", obj.name_any()),
+            seen.insert(key, (name, 1));
         }
     }
 
@@ -128,4 +107,84 @@ impl Recorder {
     pub fn forget(&self, uid: &str) {
         self.seen.lock().retain(|k, _| !k.starts_with(uid));
     }
+}
+
+/// One event's content.
+struct What<'a> {
+    component: &'a str,
+    host: Option<&'a str>,
+    field_path: Option<&'a str>,
+    normal: bool,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// Creates one Event about `obj`; its name, or None when the write failed (logged).
+async fn create<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    obj: &K,
+    w: &What<'_>,
+) -> Option<String> {
+    // Events of cluster-scoped objects live in `default`, as upstream puts them.
+    let obj_ns = obj.namespace();
+    let ns = obj_ns.clone().unwrap_or_else(|| "default".into());
+    let now = clock::now_rfc3339();
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let name = format!("{}.{:x}", obj.name_any(), nanos);
+    let mut involved = json!({
+        "apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": obj.name_any(),
+        "uid": obj.uid(), "resourceVersion": obj.resource_version(),
+    });
+    if let Some(n) = &obj_ns {
+        involved["namespace"] = json!(n);
+    }
+    if let Some(fp) = w.field_path {
+        involved["fieldPath"] = json!(fp);
+    }
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": involved,
+        "reason": w.reason, "message": w.message,
+        "source": {"component": w.component, "host": w.host},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "type": if w.normal { "Normal" } else { "Warning" },
+        "reportingComponent": w.component,
+        "reportingInstance": w.host.map(str::to_string).unwrap_or_else(crate::common::host::node_name),
+    });
+    let ev = serde_json::from_value::<Event>(ev).ok()?;
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    match api.create(&PostParams::default(), &ev).await {
+        Ok(_) => Some(name),
+        Err(e) => {
+            tracing::debug!(
+                component = w.component,
+                "event {} for {ns}/{}: {e}",
+                w.reason,
+                obj.name_any()
+            );
+            None
+        }
+    }
+}
+
+/// Records one event about `obj` from `component`, waiting for the write (controllers, whose
+/// syncs are already off the hot path); no repeat counting.
+pub async fn record<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    component: &str,
+    obj: &K,
+    normal: bool,
+    reason: &str,
+    message: &str,
+) {
+    let what = What {
+        component,
+        host: None,
+        field_path: None,
+        normal,
+        reason,
+        message,
+    };
+    create(client, obj, &what).await;
 }

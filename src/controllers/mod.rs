@@ -6,11 +6,15 @@
 //! touches the datastore, certificates or credential files other than reading its kubeconfig,
 //! the root CA it publishes and its serving certificate. Serving, delegated auth and leader
 //! election are [`crate::common::component`]'s. One file a controller
-//! ([`root_ca`], [`serviceaccount`], [`namespace`]); each is level-triggered and idempotent, so
-//! a restart or a second leader simply converges again.
+//! ([`root_ca`], [`serviceaccount`], [`namespace`], [`replicaset`], [`deployment`],
+//! [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
+//! leader simply converges again.
 
+mod deployment;
+mod garbagecollector;
 mod metrics;
 mod namespace;
+mod replicaset;
 mod root_ca;
 mod serviceaccount;
 
@@ -35,6 +39,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     (root_ca::NAME, root_ca::ALIAS),
     (serviceaccount::NAME, serviceaccount::ALIAS),
     (namespace::NAME, namespace::ALIAS),
+    (replicaset::NAME, replicaset::ALIAS),
+    (deployment::NAME, deployment::ALIAS),
+    (garbagecollector::NAME, garbagecollector::ALIAS),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +71,9 @@ pub struct Config {
     pub controllers: Vec<String>,
     pub concurrent_namespace_syncs: u16,
     pub concurrent_serviceaccount_syncs: u16,
+    pub concurrent_replicaset_syncs: u16,
+    pub concurrent_deployment_syncs: u16,
+    pub concurrent_gc_syncs: u16,
 }
 
 /// The controller manager's settings for a data root: defaults, then the args file, then `cli`.
@@ -92,6 +102,9 @@ impl Config {
             controllers: vec!["*".into()],
             concurrent_namespace_syncs: 10,
             concurrent_serviceaccount_syncs: 5,
+            concurrent_replicaset_syncs: 5,
+            concurrent_deployment_syncs: 5,
+            concurrent_gc_syncs: 20,
         }
     }
 
@@ -130,6 +143,9 @@ impl Config {
                 "concurrent-serviceaccount-syncs" => {
                     self.concurrent_serviceaccount_syncs = count()?
                 }
+                "concurrent-replicaset-syncs" => self.concurrent_replicaset_syncs = count()?,
+                "concurrent-deployment-syncs" => self.concurrent_deployment_syncs = count()?,
+                "concurrent-gc-syncs" => self.concurrent_gc_syncs = count()?,
                 other => {
                     return Err(ArgsError::Unknown {
                         origin: f.origin.clone(),
@@ -284,10 +300,43 @@ fn start(
         });
     }
     if config.enabled(namespace::NAME) {
-        let (c, m, n) = (client, metrics, config.concurrent_namespace_syncs);
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_namespace_syncs,
+        );
         set.spawn(async move {
             namespace::run(c, m, n).await;
             namespace::NAME
+        });
+    }
+    if config.enabled(replicaset::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_replicaset_syncs,
+        );
+        set.spawn(async move {
+            replicaset::run(c, m, n).await;
+            replicaset::NAME
+        });
+    }
+    if config.enabled(deployment::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_deployment_syncs,
+        );
+        set.spawn(async move {
+            deployment::run(c, m, n).await;
+            deployment::NAME
+        });
+    }
+    if config.enabled(garbagecollector::NAME) {
+        let (c, m, n) = (client, metrics, config.concurrent_gc_syncs);
+        set.spawn(async move {
+            garbagecollector::run(c, m, n).await;
+            garbagecollector::NAME
         });
     }
     for (name, _) in CONTROLLERS {

@@ -11,14 +11,14 @@ use crate::apiserver::Api;
 use crate::etcd::{Kind, free_port};
 
 /// One controller-manager process on its own port, pointed at `api` with `--master`.
-struct Kcm {
+pub(crate) struct Kcm {
     port: u16,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl Kcm {
-    fn start(api: &Api, name: &str) -> Self {
+    pub(crate) fn start(api: &Api, name: &str) -> Self {
         let data = &api.etcd.data.path;
         // The shipped defaults, as the supervisor installs them; ports come on the command line.
         let args = data.join("args/kube-controller-manager");
@@ -68,7 +68,7 @@ impl Kcm {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -141,7 +141,7 @@ impl Drop for Kcm {
 }
 
 /// Polls `check` until it holds or `within` passes.
-fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !check() {
         assert!(Instant::now() < deadline, "not within {within:?}: {what}");
@@ -149,7 +149,7 @@ fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn stdout(api: &Api, args: &[&str]) -> Option<String> {
+pub(crate) fn stdout(api: &Api, args: &[&str]) -> Option<String> {
     let out = api.kubectl(args);
     out.status
         .success()

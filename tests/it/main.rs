@@ -19,3 +19,4 @@ mod refresh;
 mod supervisor;
 mod tls;
 mod util;
+mod workloads;

@@ -362,6 +362,7 @@ fn pods_run_on_containerd_end_to_end() {
     );
 
     scheduler_places_and_explains(&c);
+    deployment_runs_and_rolls(&c);
     hooks_claims_and_updates(&c);
     init_security_and_downward(&c);
     restarted_kubelet_adopts(&c);
@@ -958,4 +959,51 @@ fn scheduler_places_and_explains(c: &Cluster) {
     let (ok, _, err) = kubectl(c, &["delete", "pod", "high", "--wait=true"]);
     assert!(ok, "{err}");
     assert!(kubectl(c, &["delete", "priorityclass", "high"]).0);
+}
+
+/// The acceptance through every component: a Deployment's pods are created by the
+/// replicaset controller, bound by the scheduler, run by the kubelet; a rollout replaces them;
+/// deleting the Deployment removes its ReplicaSets and pods (garbage collector).
+fn deployment_runs_and_rolls(c: &Cluster) {
+    let (ok, _, err) = kubectl(
+        c,
+        &[
+            "create",
+            "deployment",
+            "hello",
+            "--image=busybox:1.35",
+            "--replicas=3",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8081",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = kubectl(
+        c,
+        &["rollout", "status", "deployment/hello", "--timeout=90s"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        jsonpath(c, &["deployment", "hello"], "{.status.availableReplicas}"),
+        "3"
+    );
+    let (ok, _, err) = kubectl(c, &["set", "env", "deployment/hello", "ROLLED=1"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = kubectl(
+        c,
+        &["rollout", "status", "deployment/hello", "--timeout=90s"],
+    );
+    assert!(ok, "{out}{err}");
+    let (_, rs, _) = kubectl(c, &["get", "rs", "-l", "app=hello", "-o", "name"]);
+    assert_eq!(rs.lines().count(), 2, "{rs}");
+    let (ok, _, err) = kubectl(c, &["delete", "deployment", "hello"]);
+    assert!(ok, "{err}");
+    wait_for("hello's pods and replica sets to go", 60, || {
+        let (_, pods, _) = kubectl(c, &["get", "pods", "-l", "app=hello", "-o", "name"]);
+        let (_, rs, _) = kubectl(c, &["get", "rs", "-l", "app=hello", "-o", "name"]);
+        pods.trim().is_empty() && rs.trim().is_empty()
+    });
 }
