@@ -85,7 +85,6 @@ pub enum DeploymentError {
 struct Ctx {
     client: kube::Client,
     backoff: Backoff,
-    metrics: Arc<Metrics>,
 }
 
 /// Upstream's `rand.SafeEncodeString` alphabet: no vowels, no look-alikes.
@@ -1247,16 +1246,11 @@ async fn reconcile(
         ns,
     };
     let result = sync.run().await;
-    ctx.metrics.sync(NAME, result.is_ok());
-    let recheck = result?;
-    ctx.backoff.succeeded(&key(&d));
-    Ok(recheck.map_or_else(Action::await_change, Action::requeue))
+    ctx.backoff.settle(NAME, &key(&d), result)
 }
 
 fn error_policy(d: Arc<Deployment>, e: &DeploymentError, ctx: Arc<Ctx>) -> Action {
-    let delay = ctx.backoff.failed(&key(&d));
-    tracing::warn!(error = %e, retry_in = ?delay, "deployment sync failed");
-    Action::requeue(delay)
+    ctx.backoff.retry(&key(&d), "deployment sync failed", e)
 }
 
 /// Runs until the watch streams end (they do not, short of shutdown).
@@ -1265,8 +1259,7 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, concurrency: u16) 
     let rss: Api<ReplicaSet> = Api::all(client.clone());
     let ctx = Arc::new(Ctx {
         client,
-        backoff: Backoff::new(QUEUE, metrics.clone()),
-        metrics,
+        backoff: Backoff::new(QUEUE, metrics),
     });
     let controller = Controller::new(deploys, watcher::Config::default());
     let store = controller.store();

@@ -218,6 +218,33 @@ impl Backoff {
     fn succeeded(&self, key: &str) {
         self.failures.lock().remove(key);
     }
+
+    /// A sync's outcome as the controller's next step: counted, the back-off forgotten on
+    /// success, then a look after `Some(delay)` or on the next change.
+    fn settle<E>(
+        &self,
+        controller: &'static str,
+        key: &str,
+        r: Result<Option<Duration>, E>,
+    ) -> Result<kube::runtime::controller::Action, E> {
+        use kube::runtime::controller::Action;
+        self.metrics.sync(controller, r.is_ok());
+        let again = r?;
+        self.succeeded(key);
+        Ok(again.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// The error policy: logged, then tried again after this key's back-off.
+    fn retry(
+        &self,
+        key: &str,
+        what: &str,
+        e: &dyn std::fmt::Display,
+    ) -> kube::runtime::controller::Action {
+        let delay = self.failed(key);
+        tracing::warn!(error = %e, retry_in = ?delay, "{what}");
+        kube::runtime::controller::Action::requeue(delay)
+    }
 }
 
 /// The CA bundle to publish: `--root-ca-file`, else the kubeconfig's CA (upstream's fallback).

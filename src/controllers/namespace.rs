@@ -600,9 +600,8 @@ async fn sync(name: &str, ctx: &Ctx) -> Result<Action, NamespaceError> {
 }
 
 fn error_policy(ns: Arc<Namespace>, e: &NamespaceError, ctx: Arc<Ctx>) -> Action {
-    let delay = ctx.backoff.failed(&ns.name_any());
-    tracing::warn!(error = %e, retry_in = ?delay, "namespace deletion incomplete");
-    Action::requeue(delay)
+    ctx.backoff
+        .retry(&ns.name_any(), "namespace deletion incomplete", e)
 }
 
 /// Runs until the namespace watch ends (it does not, short of shutdown).

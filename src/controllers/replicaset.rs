@@ -61,7 +61,6 @@ pub enum ReplicaSetError {
 struct Ctx {
     client: kube::Client,
     backoff: Backoff,
-    metrics: Arc<Metrics>,
 }
 
 /// The selector of a workload as kube's matcher; `None` selects nothing (upstream: an empty
@@ -331,10 +330,16 @@ async fn claim_pods(
     Ok(claimed.into_iter().filter(is_active).collect())
 }
 
-/// Creates `n` pods in upstream's slow-start batches (1, 2, 4, …), stopping at the first
-/// failure; the error message of that failure, if any.
-async fn create_pods(rs: &ReplicaSet, n: usize, api: &Api<Pod>, ctx: &Ctx) -> Option<String> {
+/// Creates up to `n` pods in doubling batches (upstream's slow start); the pods made, and the
+/// first failure, after which no more batches go.
+async fn create_pods(
+    rs: &ReplicaSet,
+    n: usize,
+    api: &Api<Pod>,
+    ctx: &Ctx,
+) -> (Vec<Pod>, Option<String>) {
     let pod = new_pod(rs);
+    let mut made = Vec::new();
     let mut left = n.min(BURST_REPLICAS);
     let mut batch = 1;
     let pp = PostParams::default();
@@ -354,6 +359,7 @@ async fn create_pods(rs: &ReplicaSet, n: usize, api: &Api<Pod>, ctx: &Ctx) -> Op
                         &format!("Created pod: {}", p.name_any()),
                     )
                     .await;
+                    made.push(p);
                 }
                 Err(e) => {
                     let msg = error_message(&e);
@@ -371,12 +377,12 @@ async fn create_pods(rs: &ReplicaSet, n: usize, api: &Api<Pod>, ctx: &Ctx) -> Op
             }
         }
         if failure.is_some() {
-            return failure;
+            return (made, failure);
         }
         left -= size;
         batch *= 2;
     }
-    None
+    (made, None)
 }
 
 async fn delete_pods(
@@ -385,8 +391,9 @@ async fn delete_pods(
     n: usize,
     api: &Api<Pod>,
     ctx: &Ctx,
-) -> Result<(), ReplicaSetError> {
+) -> Result<Vec<String>, ReplicaSetError> {
     pods.sort_by_cached_key(deletion_rank);
+    let mut gone = Vec::new();
     for pod in pods.into_iter().take(n.min(BURST_REPLICAS)) {
         let name = pod.name_any();
         let dp = DeleteParams {
@@ -407,8 +414,9 @@ async fn delete_pods(
                     &format!("Deleted pod: {name}"),
                 )
                 .await;
+                gone.push(name);
             }
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => gone.push(name),
             Err(e) => {
                 events::record(
                     &ctx.client,
@@ -423,7 +431,7 @@ async fn delete_pods(
             }
         }
     }
-    Ok(())
+    Ok(gone)
 }
 
 /// The status upstream's `calculateStatus` reports, and when to look again for pods that
@@ -507,7 +515,7 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Option<Duration>, ReplicaSet
         .await
         .map_err(api_err(rs))?
         .items;
-    let pods = claim_pods(rs, sel.as_ref(), all, &api).await?;
+    let mut pods = claim_pods(rs, sel.as_ref(), all, &api).await?;
     let mut failure = None;
     if rs.metadata.deletion_timestamp.is_none() && sel.is_some() {
         let want = rs
@@ -516,27 +524,16 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Option<Duration>, ReplicaSet
             .and_then(|s| s.replicas)
             .unwrap_or(1)
             .max(0) as usize;
+        // Status counts what this sync changed: the pods made, not those being deleted.
         if pods.len() < want {
-            failure = create_pods(rs, want - pods.len(), &api, ctx).await;
+            let (made, failed) = create_pods(rs, want - pods.len(), &api, ctx).await;
+            pods.extend(made);
+            failure = failed;
         } else if pods.len() > want {
-            delete_pods(rs, pods.clone(), pods.len() - want, &api, ctx).await?;
+            let gone = delete_pods(rs, pods.clone(), pods.len() - want, &api, ctx).await?;
+            pods.retain(|p| !gone.contains(&p.name_any()));
         }
     }
-    // Status from what the API holds now, so counts include what this sync changed.
-    let pods: Vec<Pod> = match failure.is_none() && rs.metadata.deletion_timestamp.is_none() {
-        true => {
-            let uid = rs.uid();
-            api.list(&ListParams::default())
-                .await
-                .map_err(api_err(rs))?
-                .items
-                .into_iter()
-                .filter(|p| controller_of(&p.metadata).map(|r| Some(&r.uid)) == Some(uid.as_ref()))
-                .filter(is_active)
-                .collect()
-        }
-        false => pods,
-    };
     let (status, recheck) = calculate_status(rs, &pods, failure.as_deref());
     if rs.status.as_ref() != Some(&status) {
         let rss: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
@@ -575,16 +572,11 @@ fn key(rs: &ReplicaSet) -> String {
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, ReplicaSetError> {
     let result = sync(&rs, &ctx).await;
-    ctx.metrics.sync(NAME, result.is_ok());
-    let recheck = result?;
-    ctx.backoff.succeeded(&key(&rs));
-    Ok(recheck.map_or_else(Action::await_change, Action::requeue))
+    ctx.backoff.settle(NAME, &key(&rs), result)
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, e: &ReplicaSetError, ctx: Arc<Ctx>) -> Action {
-    let delay = ctx.backoff.failed(&key(&rs));
-    tracing::warn!(error = %e, retry_in = ?delay, "replica set sync failed");
-    Action::requeue(delay)
+    ctx.backoff.retry(&key(&rs), "replica set sync failed", e)
 }
 
 /// Runs until the watch streams end (they do not, short of shutdown).
@@ -593,8 +585,7 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, concurrency: u16) 
     let pods: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Ctx {
         client,
-        backoff: Backoff::new(QUEUE, metrics.clone()),
-        metrics,
+        backoff: Backoff::new(QUEUE, metrics),
     });
     let controller = Controller::new(rss, watcher::Config::default());
     let store = controller.store();

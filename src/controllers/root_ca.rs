@@ -152,9 +152,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, RootCaEr
 }
 
 fn error_policy(ns: Arc<Namespace>, e: &RootCaError, ctx: Arc<Ctx>) -> Action {
-    let delay = ctx.backoff.failed(&ns.name_any());
-    tracing::warn!(error = %e, retry_in = ?delay, "root CA publisher sync failed");
-    Action::requeue(delay)
+    ctx.backoff
+        .retry(&ns.name_any(), "root CA publisher sync failed", e)
 }
 
 /// Runs until the watch streams end (they do not, short of shutdown).

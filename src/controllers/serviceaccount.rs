@@ -92,9 +92,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, ServiceA
 }
 
 fn error_policy(ns: Arc<Namespace>, e: &ServiceAccountError, ctx: Arc<Ctx>) -> Action {
-    let delay = ctx.backoff.failed(&ns.name_any());
-    tracing::warn!(error = %e, retry_in = ?delay, "service account sync failed");
-    Action::requeue(delay)
+    ctx.backoff
+        .retry(&ns.name_any(), "service account sync failed", e)
 }
 
 /// Runs until the watch streams end (they do not, short of shutdown).
