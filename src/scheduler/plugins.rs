@@ -174,6 +174,29 @@ impl PodInfo {
         }
     }
 
+    /// What a pod placed on a node keeps: requests, ports and priority are computed already;
+    /// the plugins still read its identity, labels, timestamps and affinity, nothing else.
+    /// (A thousand full pods with managed fields would otherwise sit in the snapshot.)
+    pub fn slim(mut self) -> Self {
+        let m = &mut self.pod.metadata;
+        m.managed_fields = None;
+        m.annotations = None;
+        m.owner_references = None;
+        m.finalizers = None;
+        self.pod.spec = self
+            .pod
+            .spec
+            .take()
+            .map(|s| k8s_openapi::api::core::v1::PodSpec {
+                affinity: s.affinity,
+                node_name: s.node_name,
+                priority: s.priority,
+                ..Default::default()
+            });
+        self.pod.status = None;
+        self
+    }
+
     fn key(&self) -> String {
         format!(
             "{}/{}",

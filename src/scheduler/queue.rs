@@ -285,7 +285,7 @@ impl Scheduler {
                     .and_then(|n| self.nodes.iter().find(|x| x.name() == *n))
                     .and_then(|n| n.pods.iter().find(|p| uid(&p.pod) == u))
                     .is_none_or(|p| p.pod.metadata.labels != pod.metadata.labels);
-                self.place(&node, PodInfo::new(pod));
+                self.place(&node, PodInfo::new(pod).slim());
                 if changed_labels {
                     // Affinity rules of waiting pods may now be met.
                     self.cluster_changed();
@@ -481,7 +481,7 @@ impl Scheduler {
 
     fn assume_and_bind(&mut self, u: &str, pod: Pod, info: PodInfo, node: String) {
         self.pending.remove(u);
-        self.place(&node, info);
+        self.place(&node, info.slim());
         self.assumed
             .insert(u.to_string(), (node.clone(), Instant::now()));
         self.in_flight.insert(u.to_string());
