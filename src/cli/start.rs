@@ -46,10 +46,20 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
     for p in supervisor::install_args(paths)? {
         println!("Installed {}", p.display());
     }
-    for (name, pid) in supervisor::kill_orphans(paths) {
+    let killed = supervisor::kill_orphans(paths);
+    for (name, pid) in &killed {
         println!("Stopped a leftover {name} (pid {pid})");
     }
-    if let Err(why) = supervisor::preflight(paths) {
+    let mut check = supervisor::preflight(paths);
+    if !killed.is_empty() {
+        // What they started (containerd under its wrapper) lets go of its ports a moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while check.is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            check = supervisor::preflight(paths);
+        }
+    }
+    if let Err(why) = check {
         bail!("{why}");
     }
     for dir in [paths.run_dir(), paths.log_dir()] {

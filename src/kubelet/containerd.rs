@@ -17,8 +17,9 @@ use super::cri::Cri;
 pub const TEMPLATE: &str = include_str!("../../templates/containerd-template.toml");
 pub const CNI_CONFLIST: &str = include_str!("../../templates/cni/10-mk8s.conflist");
 pub const CNI_CONFLIST_NAME: &str = "10-mk8s.conflist";
-/// How long stopping all sandboxes may take before containerd is stopped anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long stopping all sandboxes may take before containerd is stopped anyway (inside the
+/// supervisor's 40 s stop grace for this component).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
@@ -157,43 +158,60 @@ pub async fn run(config: Config) -> Result<(), ContainerdError> {
     {
         let _ = child.kill().await;
     }
+    // A sandbox's /dev/shm outlives a containerd stopped mid-removal: release what is left.
+    super::volumes::unmount_under(&config.paths.run_dir().join("containerd"));
     Ok(())
 }
 
-/// Stops and removes every sandbox (their containers go with them), all at once.
+/// Stops and removes every sandbox (their containers go with them), all at once. A
+/// RunPodSandbox still in flight when the kubelet stopped lands a moment later, so the list is
+/// read again until it has stayed empty across a short wait.
 async fn remove_all_sandboxes(socket: &Path) {
     let Ok(cri) = Cri::connect(socket).await else {
         return;
     };
-    let list = cri
-        .runtime
-        .clone()
-        .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest { filter: None })
-        .await;
-    let Ok(list) = list else { return };
-    let stops = list.into_inner().items.into_iter().map(|sb| {
-        let mut rt = cri.runtime.clone();
-        async move {
-            let id = sb.id;
-            if let Err(e) = rt
-                .stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
-                .await
-            {
-                tracing::warn!("stop sandbox {id}: {}", e.message());
+    let mut quiet = 0;
+    for _ in 0..20 {
+        let list = cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest { filter: None })
+            .await;
+        let Ok(list) = list else { return };
+        let items = list.into_inner().items;
+        if items.is_empty() {
+            quiet += 1;
+            if quiet == 2 {
+                return;
             }
-            if let Err(e) = rt
-                .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
-                .await
-            {
-                tracing::warn!("remove sandbox {id}: {}", e.message());
-            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            continue;
         }
-    });
-    futures::future::join_all(stops).await;
+        quiet = 0;
+        let stops = items.into_iter().map(|sb| {
+            let mut rt = cri.runtime.clone();
+            async move {
+                let id = sb.id;
+                if let Err(e) = rt
+                    .stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await
+                {
+                    tracing::warn!("stop sandbox {id}: {}", e.message());
+                }
+                if let Err(e) = rt
+                    .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await
+                {
+                    tracing::warn!("remove sandbox {id}: {}", e.message());
+                }
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
 }
 
 /// The `[metrics] address` of the template (MicroK8s's port map has 127.0.0.1:1338).

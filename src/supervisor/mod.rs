@@ -37,6 +37,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RESETS_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a component gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// containerd's wrapper first stops every pod sandbox (a hundred take a while on two cores),
+/// then containerd; killed early, it would leave shims, mounts and network namespaces.
+const CONTAINERD_STOP_GRACE: Duration = Duration::from_secs(40);
 const READY_POLL: Duration = Duration::from_millis(100);
 
 /// A component's readiness check, as its clients would see it.
@@ -52,6 +55,8 @@ pub struct ComponentDef {
     /// The addresses it will listen on, read from its args (checked free before start).
     pub listens: fn(&Paths) -> Result<Vec<SocketAddr>, String>,
     pub probe: Probe,
+    /// How long it gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
 }
 
 /// Every component, in start order (the others join as their issues land).
@@ -68,6 +73,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
         probe: |paths| {
             Box::pin(async move { crate::kubelet::containerd::probe_ready(&paths).await })
         },
+        stop_grace: CONTAINERD_STOP_GRACE,
     },
     ComponentDef {
         name: "datastore",
@@ -82,6 +88,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
                 .collect())
         },
         probe: |paths| Box::pin(async move { probe_datastore(&paths).await }),
+        stop_grace: STOP_GRACE,
     },
     ComponentDef {
         name: "apiserver",
@@ -92,6 +99,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
             Ok(vec![c.listen_addr()])
         },
         probe: |paths| Box::pin(async move { crate::apiserver::probe_ready(&paths).await }),
+        stop_grace: STOP_GRACE,
     },
     ComponentDef {
         name: "controller-manager",
@@ -102,6 +110,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
             Ok(vec![c.common.listen_addr()])
         },
         probe: |paths| Box::pin(async move { crate::controllers::probe_ready(&paths).await }),
+        stop_grace: STOP_GRACE,
     },
     ComponentDef {
         name: "scheduler",
@@ -112,6 +121,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
             Ok(vec![c.common.listen_addr()])
         },
         probe: |paths| Box::pin(async move { crate::scheduler::probe_ready(&paths).await }),
+        stop_grace: STOP_GRACE,
     },
     ComponentDef {
         name: "kubelet",
@@ -122,6 +132,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
             Ok(c.listens())
         },
         probe: |paths| Box::pin(async move { crate::kubelet::probe_ready(&paths).await }),
+        stop_grace: STOP_GRACE,
     },
 ];
 
@@ -394,14 +405,11 @@ fn spawn(name: &str, paths: &Paths) -> std::io::Result<tokio::process::Child> {
 }
 
 /// SIGTERM, then SIGKILL after the grace period.
-async fn terminate(child: &mut tokio::process::Child) {
+async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     if let Some(pid) = child.id() {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    if tokio::time::timeout(STOP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.kill().await;
     }
 }
@@ -462,7 +470,11 @@ async fn keep_running(
                         }
                         _ = stop.changed() => {
                             shared.update(name, |c| c.state = State::Stopping);
-                            terminate(&mut child).await;
+                            let grace = COMPONENTS
+                                .iter()
+                                .find(|c| c.name == name)
+                                .map_or(STOP_GRACE, |c| c.stop_grace);
+                            terminate(&mut child, grace).await;
                             break Ok(());
                         }
                         _ = tokio::time::sleep(READY_POLL), if !is_ready => {
