@@ -63,3 +63,60 @@ printf '  %-34s %14s\n' "pods on bench-node (checked)" "$BOUND"
 printf '  %-34s %14s\n' "scheduler RSS with $N pods" "$RSS MiB"
 printf '  goal: >= 300 pods/s bound\n'
 [ "$BOUND" = "$N" ] || { echo "bench: only $BOUND of $N pods bound" >&2; exit 1; }
+
+# Part 2: a 100-replica Deployment to 100 available on a whole cluster (mk8s start, kubelet,
+# busybox imported), beside the same 100 pods created directly with nodeName set (no
+# scheduler, no controllers) in the same run: the ratio is what the controllers and the
+# scheduler add on top of the kubelet.
+for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+C="$WORK/cluster"
+O=(--data-dir "$C/data" --common-dir "$C/common")
+cleanup2() { "$MK8S" stop "${O[@]}" >/dev/null 2>&1 || true; bench_cleanup; }
+trap cleanup2 EXIT
+bench_args "$C/data"
+"$MK8S" start "${O[@]}" >/dev/null
+bash tools/busybox-image.sh "$C/busybox.tar" >/dev/null
+"$MK8S" images import "${O[@]}" "$C/busybox.tar" >/dev/null
+K=(kubectl --kubeconfig "$C/data/credentials/client.config")
+NODE="$(hostname | tr '[:upper:]' '[:lower:]')"
+for _ in $(seq 1 120); do
+    [ "$("${K[@]}" get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ] && break
+    sleep 0.5
+done
+for _ in $(seq 1 100); do "${K[@]}" get serviceaccount default >/dev/null 2>&1 && break; sleep 0.2; done
+now() { date +%s.%N; }
+# bare PREFIX COUNT: COUNT pods bound to the node by nodeName, labelled bench=PREFIX.
+bare() {
+    for i in $(seq 1 "$2"); do
+        printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: %s-%s, labels: {bench: %s}}\nspec:\n  nodeName: %s\n  terminationGracePeriodSeconds: 0\n  containers: [{name: c, image: docker.io/library/busybox:1.35, command: [sleep, "3600"]}]\n---\n' "$1" "$i" "$1" "$NODE"
+    done
+}
+# Warm-up (first sandbox, CNI, image snapshot), so neither measured run pays it.
+bare warm 10 >"$C/warm.yaml"
+"${K[@]}" create -f "$C/warm.yaml" >/dev/null
+"${K[@]}" wait --for=condition=Ready pod -l bench=warm --timeout=300s >/dev/null
+"${K[@]}" delete pod -l bench=warm --wait=true --timeout=300s >/dev/null
+bare bare 100 >"$C/bare.yaml"
+T0="$(now)"
+"${K[@]}" create -f "$C/bare.yaml" >/dev/null
+# Polled rather than `kubectl wait`, which waits for the pods one after another.
+for _ in $(seq 1 1200); do
+    [ "$("${K[@]}" get pods -l bench=bare -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)" = 100 ] && break
+    sleep 0.5
+done
+BARE="$(awk -v a="$T0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')"
+"${K[@]}" delete pod -l bench=bare --wait=true --timeout=600s >/dev/null
+T0="$(now)"
+"${K[@]}" create deployment d100 --image=docker.io/library/busybox:1.35 --replicas=100 -- sleep 3600 >/dev/null
+"${K[@]}" rollout status deployment/d100 --timeout=600s >/dev/null
+DEPLOY="$(awk -v a="$T0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')"
+AVAILABLE="$("${K[@]}" get deployment d100 -o 'jsonpath={.status.availableReplicas}')"
+printf '100-replica Deployment on the whole cluster\n'
+printf '  %-34s %12s s\n' "100 bare pods (nodeName) to Ready" "$BARE"
+printf '  %-34s %12s s\n' "Deployment to 100 available" "$DEPLOY"
+printf '  %-34s %14s\n' "  ratio deployment / bare pods" "$(awk -v a="$DEPLOY" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}')"
+printf '  %-34s %14s\n' "available (checked)" "$AVAILABLE"
+"${K[@]}" delete deployment d100 --wait=true >/dev/null
+[ "$AVAILABLE" = 100 ] || { echo "bench: only $AVAILABLE of 100 available" >&2; exit 1; }
