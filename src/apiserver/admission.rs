@@ -1,9 +1,12 @@
 //! Admission that needs other objects: NamespaceLifecycle (no new content in a missing or
-//! terminating namespace), answered from a watch-fed cache of namespaces, with a read of the
-//! store on a miss (a namespace created a moment ago may not have reached the cache yet).
+//! terminating namespace), ServiceAccount (default account, token volume) and Priority
+//! (`spec.priority` from the PriorityClass). Namespaces and priority classes are answered from
+//! watch-fed caches ([`WatchedMap`]), with a read of the store on a miss (an object created a
+//! moment ago may not have reached the cache yet).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -15,66 +18,127 @@ use super::server::State;
 use super::status::ApiError;
 use super::storage::Change;
 
-const PREFIX: &str = "/registry/namespaces/";
+const NAMESPACES: &str = "/registry/namespaces/";
+const PRIORITY_CLASSES: &str = "/registry/priorityclasses/";
+
+/// Objects under one key prefix, by name, reduced to what admission reads, kept in step with
+/// the store by a list and a watch. A miss is not an answer: an object created a moment ago
+/// may not have arrived, so callers read the store then.
+pub struct WatchedMap<V> {
+    prefix: &'static str,
+    reduce: fn(&Value) -> V,
+    map: RwLock<HashMap<String, V>>,
+    /// Whether the map holds a whole list (so it can answer "none of them").
+    synced: AtomicBool,
+}
 
 /// Namespace name → whether it is terminating.
-#[derive(Default)]
-pub struct NamespaceCache {
-    map: RwLock<HashMap<String, bool>>,
+pub type NamespaceCache = WatchedMap<bool>;
+/// PriorityClass name → (value, globalDefault, preemptionPolicy).
+pub type PriorityClassCache = WatchedMap<(i64, bool, Option<String>)>;
+
+pub fn namespace_cache() -> NamespaceCache {
+    WatchedMap::new(NAMESPACES, terminating)
+}
+
+pub fn priority_class_cache() -> PriorityClassCache {
+    WatchedMap::new(PRIORITY_CLASSES, |c| {
+        (
+            c["value"].as_i64().unwrap_or(0),
+            c["globalDefault"] == true,
+            c["preemptionPolicy"].as_str().map(str::to_string),
+        )
+    })
 }
 
 fn terminating(ns: &Value) -> bool {
     ns["status"]["phase"] == "Terminating" || !ns["metadata"]["deletionTimestamp"].is_null()
 }
 
-fn name_of(key: &str) -> String {
-    key.strip_prefix(PREFIX).unwrap_or(key).to_string()
+impl<V: Clone> WatchedMap<V> {
+    fn new(prefix: &'static str, reduce: fn(&Value) -> V) -> Self {
+        WatchedMap {
+            prefix,
+            reduce,
+            map: RwLock::default(),
+            synced: AtomicBool::new(false),
+        }
+    }
+
+    fn name_of(&self, key: &str) -> String {
+        key.strip_prefix(self.prefix).unwrap_or(key).to_string()
+    }
+
+    pub fn get(&self, name: &str) -> Option<V> {
+        self.map.read().get(name).cloned()
+    }
+
+    /// Every entry, when the map holds a whole list.
+    pub fn all(&self) -> Option<Vec<(String, V)>> {
+        self.synced.load(Ordering::Acquire).then(|| {
+            self.map
+                .read()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    }
+
+    /// Keeps the map in step with the store: list, then watch from the list's revision; on any
+    /// error, start over.
+    pub async fn run(&self, state: &State) {
+        loop {
+            if let Err(e) = self.follow(state).await {
+                tracing::debug!("{} cache restarts: {e}", self.prefix);
+            }
+            self.synced.store(false, Ordering::Release);
+            self.map.write().clear();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn follow(&self, state: &State) -> Result<(), super::storage::StorageError> {
+        let page = state.storage.list(self.prefix, "", 0, 0).await?;
+        {
+            let mut map = self.map.write();
+            map.clear();
+            for s in &page.items {
+                if let Ok(v) = decode_stored(s) {
+                    map.insert(self.name_of(&s.key), (self.reduce)(&v));
+                }
+            }
+        }
+        self.synced.store(true, Ordering::Release);
+        let mut w = state
+            .storage
+            .watch(self.prefix, false, page.revision)
+            .await?;
+        while let Some(change) = w.next().await? {
+            match change {
+                Change::Put { current, .. } => {
+                    if let Ok(v) = decode_stored(&current) {
+                        let name = self.name_of(&current.key);
+                        self.map.write().insert(name, (self.reduce)(&v));
+                    }
+                }
+                Change::Delete { previous, .. } => {
+                    if let Some(p) = previous {
+                        self.map.write().remove(&self.name_of(&p.key));
+                    }
+                }
+                Change::Progress(_) => {}
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Keeps the cache in step with the store: list, then watch from the list's revision;
-/// on any error, start over.
+/// Runs the admission caches for the life of the server.
 pub async fn run_cache(state: Arc<State>) {
-    loop {
-        if let Err(e) = follow(&state).await {
-            tracing::debug!("namespace cache restarts: {e}");
-        }
-        state.namespaces.map.write().clear();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn follow(state: &State) -> Result<(), super::storage::StorageError> {
-    let page = state.storage.list(PREFIX, "", 0, 0).await?;
-    {
-        let mut map = state.namespaces.map.write();
-        map.clear();
-        for s in &page.items {
-            if let Ok(ns) = decode_stored(s) {
-                map.insert(name_of(&s.key), terminating(&ns));
-            }
-        }
-    }
-    let mut w = state.storage.watch(PREFIX, false, page.revision).await?;
-    while let Some(change) = w.next().await? {
-        match change {
-            Change::Put { current, .. } => {
-                if let Ok(ns) = decode_stored(&current) {
-                    state
-                        .namespaces
-                        .map
-                        .write()
-                        .insert(name_of(&current.key), terminating(&ns));
-                }
-            }
-            Change::Delete { previous, .. } => {
-                if let Some(p) = previous {
-                    state.namespaces.map.write().remove(&name_of(&p.key));
-                }
-            }
-            Change::Progress(_) => {}
-        }
-    }
-    Ok(())
+    tokio::join!(
+        state.namespaces.run(&state),
+        state.priority_classes.run(&state)
+    );
 }
 
 /// NamespaceLifecycle: the namespace must exist and not be terminating.
@@ -87,7 +151,7 @@ pub async fn admit_namespace(
     if !res.namespaced {
         return Ok(());
     }
-    let cached = state.namespaces.map.read().get(ns).copied();
+    let cached = state.namespaces.get(ns);
     let is_terminating = match cached {
         Some(t) => t,
         None => {
@@ -207,40 +271,56 @@ pub async fn priority(state: &State, pod: &mut Value) -> Result<(), ApiError> {
         .as_str()
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    let class = match &class_name {
-        Some(c) => {
-            let stored = state
-                .storage
-                .get(&key(res, "", c))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            match stored.map(|s| decode_stored(&s)) {
-                Some(Ok(v)) => Some(v),
-                Some(Err(e)) => return Err(e),
-                None => {
-                    return Err(forbidden(format!(
-                        "no PriorityClass with name {c} was found"
-                    )));
+    // (name, value, preemptionPolicy) of the class that applies, if any.
+    let class: Option<(String, i64, Option<String>)> = match &class_name {
+        Some(c) => match state.priority_classes.get(c) {
+            Some((v, _, p)) => Some((c.clone(), v, p)),
+            None => {
+                let stored = state
+                    .storage
+                    .get(&key(res, "", c))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                match stored.map(|s| decode_stored(&s)) {
+                    Some(Ok(v)) => {
+                        let (value, _, policy) = (state.priority_classes.reduce)(&v);
+                        Some((c.clone(), value, policy))
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        return Err(forbidden(format!(
+                            "no PriorityClass with name {c} was found"
+                        )));
+                    }
                 }
             }
-        }
+        },
         None => {
-            let page = state
-                .storage
-                .list(&super::registry::prefix(res, ""), "", 0, 0)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            page.items
-                .iter()
-                .filter_map(|s| decode_stored(s).ok())
-                .filter(|c| c["globalDefault"] == true)
-                .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+            let all = match state.priority_classes.all() {
+                Some(all) => all,
+                None => {
+                    let page = state
+                        .storage
+                        .list(&super::registry::prefix(res, ""), "", 0, 0)
+                        .await
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    page.items
+                        .iter()
+                        .filter_map(|s| {
+                            let v = decode_stored(s).ok()?;
+                            let name = v["metadata"]["name"].as_str()?.to_string();
+                            Some((name, (state.priority_classes.reduce)(&v)))
+                        })
+                        .collect()
+                }
+            };
+            all.into_iter()
+                .filter(|(_, (_, default, _))| *default)
+                .min_by_key(|(_, (v, _, _))| *v)
+                .map(|(n, (v, _, p))| (n, v, p))
         }
     };
-    let value = class
-        .as_ref()
-        .and_then(|c| c["value"].as_i64())
-        .unwrap_or(0);
+    let value = class.as_ref().map_or(0, |c| c.1);
     let spec = &mut pod["spec"];
     if let Some(given) = spec["priority"].as_i64()
         && given != value
@@ -249,14 +329,11 @@ pub async fn priority(state: &State, pod: &mut Value) -> Result<(), ApiError> {
             "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
         )));
     }
-    if let Some(c) = &class {
+    if let Some((name, _, policy)) = &class {
         if class_name.is_none() {
-            spec["priorityClassName"] = c["metadata"]["name"].clone();
+            spec["priorityClassName"] = name.clone().into();
         }
-        spec["preemptionPolicy"] = c["preemptionPolicy"]
-            .as_str()
-            .unwrap_or("PreemptLowerPriority")
-            .into();
+        spec["preemptionPolicy"] = policy.as_deref().unwrap_or("PreemptLowerPriority").into();
     }
     spec["priority"] = value.into();
     Ok(())

@@ -48,6 +48,7 @@ pub struct State {
     /// Serialises ClusterIP/NodePort allocation (one API server per datastore).
     pub service_alloc: tokio::sync::Mutex<()>,
     pub namespaces: super::admission::NamespaceCache,
+    pub priority_classes: super::admission::PriorityClassCache,
     pub sa_tokens: Option<super::tokens::ServiceAccountTokens>,
     /// One etcd watch per resource, shared by every API watch of it.
     pub watches: Arc<super::feed::Hub>,
@@ -291,7 +292,8 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
         metrics: Metrics::default(),
         ready: AtomicBool::new(false),
         service_alloc: tokio::sync::Mutex::new(()),
-        namespaces: Default::default(),
+        namespaces: super::admission::namespace_cache(),
+        priority_classes: super::admission::priority_class_cache(),
         sa_tokens,
         watches: Default::default(),
         kubelet,
