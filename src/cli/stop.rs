@@ -51,6 +51,11 @@ pub fn stop_supervisor(paths: &Paths, timeout: Duration) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The lock goes with the supervisor's files, a moment before the process is gone.
+    if pid != 0 && !supervisor::wait_exited(pid, Duration::from_secs(5)) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        supervisor::wait_exited(pid, Duration::from_secs(5));
+    }
     supervisor::kill_orphans(paths);
     Ok(())
 }

@@ -246,15 +246,36 @@ pub fn kill_orphans(paths: &Paths) -> Vec<(String, u32)> {
         {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             // Wait for it to be gone, so its ports are free for the next start.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while is_ours(pid, paths, b"daemon") && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_exited(pid, Duration::from_secs(5));
             killed.push((c.name.to_string(), pid));
         }
         let _ = std::fs::remove_file(&pf);
     }
     killed
+}
+
+/// Whether `pid` has finished exiting: no such process, or a zombie. A dying process drops its
+/// cmdline (and so stops looking like ours) before it closes its files and sockets, so "not
+/// ours any more" is not "gone".
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+/// Waits up to `timeout` for `pid` to have exited; whether it did.
+pub fn wait_exited(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !exited(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// Takes the supervisor lock, retrying for a second: `running()` probes by holding it for an
