@@ -56,7 +56,7 @@ fn terminating(ns: &Value) -> bool {
 }
 
 impl<V: Clone> WatchedMap<V> {
-    fn new(prefix: &'static str, reduce: fn(&Value) -> V) -> Self {
+    pub fn new(prefix: &'static str, reduce: fn(&Value) -> V) -> Self {
         WatchedMap {
             prefix,
             reduce,
@@ -73,6 +73,17 @@ impl<V: Clone> WatchedMap<V> {
         self.map.read().get(name).cloned()
     }
 
+    /// Whether the map holds a whole list.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The first `Some` that `f` gives for an entry (by name), under one read lock: no copy
+    /// of the map per question.
+    pub fn find_map<R>(&self, mut f: impl FnMut(&str, &V) -> Option<R>) -> Option<R> {
+        self.map.read().iter().find_map(|(k, v)| f(k, v))
+    }
+
     /// Every entry, when the map holds a whole list.
     pub fn all(&self) -> Option<Vec<(String, V)>> {
         self.synced.load(Ordering::Acquire).then(|| {
@@ -85,14 +96,14 @@ impl<V: Clone> WatchedMap<V> {
     }
 
     /// Keeps the map in step with the store: list, then watch from the list's revision; on any
-    /// error, start over.
+    /// error, start over. The entries stay meanwhile (the next list replaces them), as an
+    /// informer's cache does, so authorization does not flap while the datastore restarts.
     pub async fn run(&self, state: &State) {
         loop {
             if let Err(e) = self.follow(state).await {
                 tracing::debug!("{} cache restarts: {e}", self.prefix);
             }
             self.synced.store(false, Ordering::Release);
-            self.map.write().clear();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -135,9 +146,19 @@ impl<V: Clone> WatchedMap<V> {
 
 /// Runs the admission caches for the life of the server.
 pub async fn run_cache(state: Arc<State>) {
+    let modes = &state.config.authorization_mode;
+    let rbac = async {
+        if modes.iter().any(|m| m == "RBAC" || m == "Node") {
+            state
+                .rbac
+                .run(&state, modes.iter().any(|m| m == "Node"))
+                .await
+        }
+    };
     tokio::join!(
         state.namespaces.run(&state),
-        state.priority_classes.run(&state)
+        state.priority_classes.run(&state),
+        rbac
     );
 }
 

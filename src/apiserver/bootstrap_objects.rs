@@ -1,7 +1,7 @@
 //! Objects every cluster starts with, created at API server start when missing: the
 //! `default`, `kube-system`, `kube-public` and `kube-node-lease` namespaces, and the
 //! `kubernetes` Service (first IP of the service range, port 443) with Endpoints and an
-//! EndpointSlice pointing at this API server.
+//! EndpointSlice pointing at this API server; the bootstrap RBAC policy.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -86,6 +86,14 @@ async fn ensure_all(state: &State) -> Result<(), ApiError> {
         "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     })).await?;
+    super::rbac::ensure_policy(state).await?;
+    // Under RBAC, nobody's requests can be judged before the roles and bindings are read.
+    let modes = &state.config.authorization_mode;
+    if modes.iter().any(|m| m == "RBAC" || m == "Node") && !state.rbac.synced() {
+        return Err(ApiError::Internal(
+            "the RBAC caches have not been filled yet".into(),
+        ));
+    }
     Ok(())
 }
 

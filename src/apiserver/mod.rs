@@ -21,6 +21,7 @@ mod openapi;
 mod patch;
 mod pbschema;
 mod protobuf;
+mod rbac;
 mod registry;
 mod resources;
 mod reviews;

@@ -181,6 +181,7 @@ async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -
         group: t.res.group.to_string(),
         resource: t.res.plural.to_string(),
         subresource: t.sub.clone().unwrap_or_default(),
+        name: t.name().to_string(),
         path: req.path.clone(),
         resource_request: true,
     };
@@ -927,9 +928,18 @@ async fn list(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
 async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     let mut obj = decode_body(req, t.res.group, t.res.version, t.res.kind)?;
     let manager = field_manager(req)?;
+    no_escalation(state, req, t, &obj)?;
     let created =
         create_object(state, t.res, t.ns(), &mut obj, dry_run(req), Some(&manager)).await?;
     Ok(json_response(201, &created))
+}
+
+/// Roles and bindings may grant only what their writer holds (src/apiserver/rbac.rs).
+fn no_escalation(state: &State, req: &Req, t: &Target, obj: &Value) -> Result<(), ApiError> {
+    if t.res.group != "rbac.authorization.k8s.io" || t.sub.is_some() {
+        return Ok(());
+    }
+    super::rbac::check_escalation(state, &req.user, t.res.plural, t.ns(), obj)
 }
 
 /// Creates `obj` in `ns`: metadata, defaults, validation, admission, storage.
@@ -1067,6 +1077,7 @@ async fn update(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         return Err(ApiError::conflict(t.res.group, t.res.plural, t.name()));
     }
     let manager = field_manager(req)?;
+    no_escalation(state, req, t, &body)?;
     let updated = apply_update(state, t, &old, rev, body, dry_run(req), Some(&manager)).await?;
     Ok(json_response(200, &updated))
 }
@@ -1456,6 +1467,7 @@ async fn apply_patch(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
         },
         super::ssa::SsaError::Invalid(m) => ApiError::BadRequest(m),
     })?;
+    no_escalation(state, req, t, &merged)?;
     match (current, stored) {
         (Some(old), Some(s)) => {
             let out =
@@ -1554,6 +1566,7 @@ async fn patch_object(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
                 t.name()
             )));
         }
+        no_escalation(state, req, t, &patched)?;
         match apply_update(state, t, &old, rev, patched, dry_run(req), Some(&manager)).await {
             Ok(o) => {
                 let o = match t.sub.as_deref() {

@@ -40,6 +40,9 @@ pub struct State {
     pub authn: Arc<Authenticator>,
     pub authorities: super::authn::Authorities,
     pub authz: Box<dyn Authorizer>,
+    /// Roles, bindings and (Node mode) pods, for the RBAC and Node authorizers and the
+    /// escalation check.
+    pub rbac: Arc<super::rbac::Cache>,
     pub metrics: Metrics,
     /// Set once the bootstrap objects exist.
     pub ready: AtomicBool,
@@ -277,6 +280,7 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
         .await
         .map_err(|cause| ApiServerError::Listen { addr, cause })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let rbac = Arc::new(super::rbac::Cache::default());
     let state = Arc::new(State {
         authn: Authenticator::new(
             config.token_auth_file.clone(),
@@ -284,7 +288,8 @@ pub async fn run(config: Config) -> Result<(), ApiServerError> {
             config.request_header.clone(),
         ),
         authorities: authorities(&config)?,
-        authz: super::authz::from_modes(&config.authorization_mode),
+        authz: super::authz::from_modes(&config.authorization_mode, &rbac),
+        rbac,
         inflight: Semaphore::new(config.max_requests_inflight.max(1)),
         mutating: Semaphore::new(config.max_mutating_requests_inflight.max(1)),
         config,
@@ -474,6 +479,10 @@ async fn handle_inner(
         // Credentials that fail are a 401 even where anonymous would do (as upstream).
         None if is_public(&path) && !presented => UserInfo::anonymous(),
         None => return refuse(body, &ApiError::Unauthorized).await,
+    };
+    let user = match super::authz::impersonate(state.authz.as_ref(), user, &parts.headers) {
+        Ok(u) => u,
+        Err(e) => return refuse(body, &e).await,
     };
 
     // Upstream's max-in-flight filter: reject rather than queue without bound.

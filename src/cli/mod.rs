@@ -1,6 +1,7 @@
 //! The user's commands. One file a command; each turns module errors into `anyhow` context.
 //! Owns what is printed and the exit code, nothing on disk.
 
+mod addons;
 mod bootstrap;
 mod config;
 mod daemon;
@@ -54,6 +55,10 @@ enum Command {
     Status(status::Args),
     /// Run kubectl against this cluster
     Kubectl(kubectl::Args),
+    /// Enable addons (edits args files, restarts what reads them)
+    Enable(addons::Args),
+    /// Disable addons
+    Disable(addons::Args),
     /// Collect logs, args, certificate expiries and problems into a tarball
     Inspect(inspect::Args),
     /// Back to a fresh cluster: remove every object (asks first unless --yes)
@@ -101,6 +106,8 @@ pub fn main() -> ExitCode {
         Command::Stop => stop::run(&paths),
         Command::Status(a) => status::run(&paths, a),
         Command::Kubectl(a) => kubectl::run(&paths, a),
+        Command::Enable(a) => addons::run(&paths, a, true),
+        Command::Disable(a) => addons::run(&paths, a, false),
         Command::Reset(a) => reset::run(&paths, a),
         Command::Inspect(a) => inspect::run(&paths, a),
         Command::Completion { shell } => {

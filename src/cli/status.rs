@@ -72,7 +72,19 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
                     c.restarts
                 );
             }
-            println!("addons: []");
+            println!("addons:");
+            for a in super::addons::ADDONS {
+                let state = if a.enabled(paths) {
+                    "enabled"
+                } else {
+                    "disabled"
+                };
+                println!(
+                    "- name: {}
+  status: {state}",
+                    a.name
+                );
+            }
         }
         Format::Short | Format::Pretty if !ready => {
             println!("mk8s is not running");
@@ -94,8 +106,15 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
             println!("  datastore master nodes: {peer}");
             println!("  datastore standby nodes: none");
             println!("addons:");
-            println!("  enabled:");
-            println!("  disabled:");
+            for enabled in [true, false] {
+                println!("  {}:", if enabled { "enabled" } else { "disabled" });
+                for a in super::addons::ADDONS
+                    .iter()
+                    .filter(|a| a.enabled(paths) == enabled)
+                {
+                    println!("    {:<20} # {}", a.name, a.description);
+                }
+            }
         }
     }
     Ok(if ready {

@@ -109,6 +109,40 @@ pub fn load(path: &Path, cli: &[String], vars: &Vars) -> Result<Vec<Flag>, ArgsE
     Ok(flags)
 }
 
+/// Sets `--name=value` in an args file (replacing every line that sets it, or appending one),
+/// keeping comments and other lines; the file is replaced atomically. `None` removes the flag.
+pub fn set_flag(path: &Path, name: &str, value: Option<&str>) -> Result<(), ArgsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(cause) => return Err(super::fsutil::io_err("read", path)(cause).into()),
+    };
+    let sets = |line: &str| {
+        let flag = line.split('#').next().unwrap_or_default().trim();
+        flag.strip_prefix("--")
+            .and_then(|f| f.split(['=', ' ']).next())
+            .is_some_and(|n| n == name)
+    };
+    let wanted = value.map(|v| format!("--{name}={v}"));
+    let mut out = Vec::new();
+    let mut placed = false;
+    for line in text.lines() {
+        if !sets(line) {
+            out.push(line.to_string());
+        } else if let Some(w) = wanted.as_ref().filter(|_| !placed) {
+            out.push(w.clone());
+            placed = true;
+        }
+    }
+    if let Some(w) = wanted.filter(|_| !placed) {
+        out.push(w);
+    }
+    let mut body = out.join("\n");
+    body.push('\n');
+    super::fsutil::write_atomic(path, body.as_bytes(), 0o644)
+        .map_err(|cause| super::fsutil::io_err("write", path)(cause).into())
+}
+
 /// A comma-separated flag value, blanks dropped (`--etcd-servers=a,b`).
 pub fn split_list(v: &str) -> Vec<String> {
     v.split(',')
@@ -149,6 +183,28 @@ pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn set_flag_replaces_appends_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kube-apiserver");
+        std::fs::write(
+            &f,
+            "# header\n--a=1\n--authorization-mode=AlwaysAllow # why\n--b\n",
+        )
+        .unwrap();
+        super::set_flag(&f, "authorization-mode", Some("RBAC,Node")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "# header\n--a=1\n--authorization-mode=RBAC,Node\n--b\n"
+        );
+        super::set_flag(&f, "c", Some("x")).unwrap();
+        super::set_flag(&f, "a", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "# header\n--authorization-mode=RBAC,Node\n--b\n--c=x\n"
+        );
+    }
+
     #[test]
     fn go_durations() {
         use std::time::Duration;

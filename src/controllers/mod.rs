@@ -10,6 +10,7 @@
 //! [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
 //! leader simply converges again.
 
+mod clusterrole_aggregation;
 mod deployment;
 mod garbagecollector;
 mod metrics;
@@ -42,6 +43,10 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     (replicaset::NAME, replicaset::ALIAS),
     (deployment::NAME, deployment::ALIAS),
     (garbagecollector::NAME, garbagecollector::ALIAS),
+    (
+        clusterrole_aggregation::NAME,
+        clusterrole_aggregation::ALIAS,
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +362,14 @@ fn start(
         set.spawn(async move {
             deployment::run(c, m, n).await;
             deployment::NAME
+        });
+    }
+    if config.enabled(clusterrole_aggregation::NAME) {
+        // Upstream runs five workers, with no flag.
+        let (c, m) = (client.clone(), metrics.clone());
+        set.spawn(async move {
+            clusterrole_aggregation::run(c, m, 5).await;
+            clusterrole_aggregation::NAME
         });
     }
     if config.enabled(garbagecollector::NAME) {

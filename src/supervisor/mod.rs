@@ -142,6 +142,61 @@ pub enum SupervisorError {
     AlreadyRunning(u32),
     #[error(transparent)]
     Io(#[from] IoError),
+    #[error("mk8s is not running")]
+    NotRunning,
+    #[error("{0} is not a component")]
+    UnknownComponent(String),
+    #[error("{name} did not come back ready within {secs} s; see {log}")]
+    RestartTimeout {
+        name: String,
+        secs: u64,
+        log: String,
+    },
+}
+
+fn restart_marker(paths: &Paths, name: &str) -> PathBuf {
+    paths.run_dir().join(format!("restart.{name}"))
+}
+
+/// Asks the running supervisor to restart one component now (SIGHUP names it through a
+/// marker file), without counting a crash or waiting out a back-off; returns once it is
+/// ready again.
+pub fn restart_component(
+    paths: &Paths,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), SupervisorError> {
+    if !COMPONENTS.iter().any(|c| c.name == name) {
+        return Err(SupervisorError::UnknownComponent(name.into()));
+    }
+    let Some(pid) = running(paths).filter(|p| *p != 0) else {
+        return Err(SupervisorError::NotRunning);
+    };
+    let before = status::read(&status_path(paths))
+        .and_then(|s| s.components.into_iter().find(|c| c.name == name))
+        .and_then(|c| c.pid);
+    let marker = restart_marker(paths, name);
+    crate::common::fsutil::write_atomic(&marker, b"", 0o644).map_err(io_err("write", &marker))?;
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = status::read(&status_path(paths))
+            .and_then(|s| s.components.into_iter().find(|c| c.name == name));
+        if now
+            .as_ref()
+            .is_some_and(|c| c.state == State::Running && c.pid.is_some() && c.pid != before)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(SupervisorError::RestartTimeout {
+                name: name.into(),
+                secs: timeout.as_secs(),
+                log: log_path(paths, name).display().to_string(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Writes every missing `args/<component>` from its template; returns those written.
@@ -371,10 +426,16 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io_err("handle signals in", &paths.snap_common))?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(io_err("handle signals in", &paths.snap_common))?;
     let mut tasks = Vec::new();
     let mut stoppers = Vec::new();
+    let restarts: Vec<Arc<tokio::sync::Notify>> = COMPONENTS
+        .iter()
+        .map(|_| Arc::new(tokio::sync::Notify::new()))
+        .collect();
     let start_all = async {
-        for c in COMPONENTS {
+        for (c, restart) in COMPONENTS.iter().zip(&restarts) {
             let (stop_tx, stop_rx) = watch::channel(false);
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             tasks.push(tokio::spawn(keep_running(
@@ -382,12 +443,22 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
                 shared.clone(),
                 stop_rx,
                 ready_tx,
+                restart.clone(),
             )));
             stoppers.push(stop_tx);
             // The next component may need this one (the API server needs the datastore).
             let _ = ready_rx.await;
         }
-        std::future::pending::<()>().await;
+        // `restart_component` asks for restarts: a marker file a component, then SIGHUP.
+        loop {
+            hangup.recv().await;
+            for (c, restart) in COMPONENTS.iter().zip(&restarts) {
+                if std::fs::remove_file(restart_marker(&paths, c.name)).is_ok() {
+                    tracing::info!(component = c.name, "restart requested");
+                    restart.notify_waiters();
+                }
+            }
+        }
     };
     tokio::select! {
         _ = start_all => {}
@@ -440,6 +511,7 @@ async fn keep_running(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     ready_tx: tokio::sync::oneshot::Sender<()>,
+    restart: Arc<tokio::sync::Notify>,
 ) {
     let paths = shared.paths.clone();
     let mut ready_tx = Some(ready_tx);
@@ -491,12 +563,13 @@ async fn keep_running(
                         }
                         _ = stop.changed() => {
                             shared.update(name, |c| c.state = State::Stopping);
-                            let grace = COMPONENTS
-                                .iter()
-                                .find(|c| c.name == name)
-                                .map_or(STOP_GRACE, |c| c.stop_grace);
-                            terminate(&mut child, grace).await;
-                            break Ok(());
+                            terminate(&mut child, stop_grace(name)).await;
+                            break Ok(Ended::Stopped);
+                        }
+                        _ = restart.notified() => {
+                            shared.update(name, |c| c.state = State::Stopping);
+                            terminate(&mut child, stop_grace(name)).await;
+                            break Ok(Ended::Restart);
                         }
                         _ = tokio::time::sleep(READY_POLL), if !is_ready => {
                             if probe(name, &paths).await {
@@ -514,7 +587,8 @@ async fn keep_running(
             }
         };
         match outcome {
-            Ok(()) => break,
+            Ok(Ended::Stopped) => break,
+            Ok(Ended::Restart) => delay = FIRST_BACKOFF,
             Err(why) => {
                 tracing::warn!(
                     component = name,
@@ -542,6 +616,20 @@ async fn keep_running(
         c.state = State::Stopped;
         c.pid = None;
     });
+}
+
+/// How a run of a component ended, other than by dying.
+enum Ended {
+    Stopped,
+    /// Asked for: start again at once.
+    Restart,
+}
+
+fn stop_grace(name: &str) -> Duration {
+    COMPONENTS
+        .iter()
+        .find(|c| c.name == name)
+        .map_or(STOP_GRACE, |c| c.stop_grace)
 }
 
 /// A component's readiness check, as its clients would see it.

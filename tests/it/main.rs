@@ -15,6 +15,7 @@ mod kube_client;
 mod kubeconfig;
 mod kubelet_api;
 mod pods;
+mod rbac;
 mod refresh;
 mod supervisor;
 mod tls;
