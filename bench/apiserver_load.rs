@@ -5,7 +5,12 @@
 //! Usage: apiserver_load <phase> <url-or-endpoint> <certs-dir> [n]
 //! Phases: raw32 (etcd puts of 1 KiB, 32 clients), create32 (ConfigMaps of 1 KiB through the
 //! API, 32 clients: rate, p50, p99), fill N (N ConfigMaps in namespace `fill`), list (GET of
-//! namespace `fill`, p50 of 5), watch100 (event delivery p99 to 100 watchers).
+//! namespace `fill`, p50 of 5), watch100 (event delivery p99 to 100 watchers), bindings N
+//! (N RoleBindings of `system:aggregate-to-view` in namespace `bench` to other users, then
+//! `system:aggregate-to-edit` (what `edit` aggregates; no controller manager runs here) for
+//! `system:kube-proxy`), sar (SubjectAccessReview round trips for that user, p50/p99).
+//! `BENCH_CLIENT=proxy` makes create32 send its creates with `proxy.crt` instead of
+//! `admin.crt`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,16 +26,20 @@ const SECONDS: u64 = 5;
 const CLIENTS: usize = 32;
 
 fn tls(certs: &str) -> Arc<rustls::ClientConfig> {
+    tls_as(certs, "admin")
+}
+
+fn tls_as(certs: &str, who: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(format!("{certs}/ca.crt")).expect("ca") {
         roots.add(c.expect("ca cert")).expect("add ca");
     }
     let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(format!("{certs}/admin.crt"))
-            .expect("admin.crt")
+        CertificateDer::pem_file_iter(format!("{certs}/{who}.crt"))
+            .expect("client certificate")
             .map(|c| c.expect("cert"))
             .collect();
-    let key = PrivateKeyDer::from_pem_file(format!("{certs}/admin.key")).expect("admin.key");
+    let key = PrivateKeyDer::from_pem_file(format!("{certs}/{who}.key")).expect("client key");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
@@ -71,6 +80,7 @@ async fn request(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .expect("request");
+    s.ready().await.expect("connection");
     let resp = s.send_request(req).await.expect("send");
     let code = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -107,8 +117,9 @@ async fn ensure_ns(url: &str, tls: Arc<rustls::ClientConfig>, ns: &str) {
 }
 
 async fn create32(url: &str, certs: &str) {
-    let tls = tls(certs);
-    ensure_ns(url, tls.clone(), "bench").await;
+    ensure_ns(url, tls(certs), "bench").await;
+    let who = std::env::var("BENCH_CLIENT").unwrap_or_else(|_| "admin".into());
+    let tls = tls_as(certs, &who);
     let stop = Arc::new(AtomicBool::new(false));
     let payload = "x".repeat(1024);
     let mut tasks = Vec::new();
@@ -320,6 +331,89 @@ async fn watch100(url: &str, certs: &str) {
     println!("watch_100_p99 {:.2} ms", percentile(&all, 0.99));
 }
 
+/// N RoleBindings of `view` to other users in namespace `bench`, then the one that lets
+/// `system:kube-proxy` write there.
+async fn bindings(url: &str, certs: &str, n: usize) {
+    let tls = tls(certs);
+    ensure_ns(url, tls.clone(), "bench").await;
+    let mut s = conn(url, tls).await;
+    let binding = |name: &str, role: &str, user: &str| {
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": "bench"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
+        .to_string()
+        .into_bytes()
+    };
+    let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/bench/rolebindings";
+    for i in 0..n {
+        let (code, _) = request(
+            &mut s,
+            "POST",
+            path,
+            binding(
+                &format!("rb-{i}"),
+                "system:aggregate-to-view",
+                &format!("user-{i}"),
+            ),
+        )
+        .await;
+        assert_eq!(code, 201, "rolebinding {i}");
+    }
+    let (code, _) = request(
+        &mut s,
+        "POST",
+        path,
+        binding(
+            "bench-writer",
+            "system:aggregate-to-edit",
+            "system:kube-proxy",
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "bench-writer");
+    // The authorizer's caches follow by watch; the first SAR that says yes proves it.
+    let t = Instant::now();
+    while !sar_once(&mut s).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "binding never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("rolebindings {} bindings", n + 1);
+}
+
+async fn sar_once(s: &mut SendRequest<Full<Bytes>>) -> bool {
+    let body = serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": "system:kube-proxy", "groups": ["system:authenticated"],
+                 "resourceAttributes": {"verb": "create", "resource": "configmaps", "namespace": "bench"}}});
+    let (code, out) = request(
+        s,
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 201, "subjectaccessreview");
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("review");
+    v["status"]["allowed"] == true
+}
+
+/// Sequential SubjectAccessReviews: the decision plus one HTTPS round trip each.
+async fn sar(url: &str, certs: &str) {
+    let mut s = conn(url, tls(certs)).await;
+    let mut lat = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        assert!(sar_once(&mut s).await, "not allowed");
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("sar_p50 {:.3} ms", percentile(&lat, 0.5));
+    println!("sar_p99 {:.3} ms", percentile(&lat, 0.99));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -340,9 +434,11 @@ fn main() {
         ["fill", url, certs, n] => rt.block_on(fill(url, certs, n.parse().expect("n"))),
         ["list", url, certs] => rt.block_on(list(url, certs)),
         ["watch100", url, certs] => rt.block_on(watch100(url, certs)),
+        ["bindings", url, certs, n] => rt.block_on(bindings(url, certs, n.parse().expect("n"))),
+        ["sar", url, certs] => rt.block_on(sar(url, certs)),
         _ => {
             eprintln!(
-                "usage: apiserver_load raw32|create32|fill N|list|watch100 <url> <certs-dir> [n]"
+                "usage: apiserver_load raw32|create32|fill N|list|watch100|bindings N|sar <url> <certs-dir> [n]"
             );
             std::process::exit(2);
         }

@@ -12,3 +12,4 @@ BENCH_RUNS="${BENCH_RUNS:-5}" bench/bootstrap.sh
 bench/apiserver.sh
 bench/pods.sh
 bench/scheduler.sh
+bench/rbac.sh

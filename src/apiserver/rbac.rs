@@ -385,8 +385,9 @@ impl Authorizer for Node {
         };
         if a.resource_request && a.group.is_empty() {
             let graph_read = |what: &str, pick: fn(&PodRefs) -> &Vec<String>| {
-                if a.verb != "get" || a.name.is_empty() {
-                    return denied(format!("can only get individual {what}"));
+                // A list or watch of one object carries its name (field selector).
+                if !matches!(a.verb.as_str(), "get" | "list" | "watch") || a.name.is_empty() {
+                    return denied(format!("can only read individual {what}"));
                 }
                 let allowed = self.pod_uses(node, &a.namespace, |p| pick(p).contains(&a.name));
                 Decision {

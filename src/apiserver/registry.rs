@@ -181,7 +181,7 @@ async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -
         group: t.res.group.to_string(),
         resource: t.res.plural.to_string(),
         subresource: t.sub.clone().unwrap_or_default(),
-        name: t.name().to_string(),
+        name: request_name(req, t, verb),
         path: req.path.clone(),
         resource_request: true,
     };
@@ -932,6 +932,25 @@ async fn create(state: &Arc<State>, req: &Req, t: &Target) -> ApiResult {
     let created =
         create_object(state, t.res, t.ns(), &mut obj, dry_run(req), Some(&manager)).await?;
     Ok(json_response(201, &created))
+}
+
+/// The name a request is about: the URL's, or for a list or watch of one object, the
+/// `metadata.name=` of its field selector (as upstream's request info, so a kubelet may watch
+/// the one secret its pod uses).
+fn request_name(req: &Req, t: &Target, verb: &str) -> String {
+    if !t.name().is_empty() || !matches!(verb, "list" | "watch") {
+        return t.name().to_string();
+    }
+    let selector = req.param("fieldSelector").unwrap_or("");
+    let mut names = selector.split(',').filter_map(|term| {
+        let (k, v) = term.split_once('=')?;
+        let v = v.strip_prefix('=').unwrap_or(v);
+        (k.trim() == "metadata.name" && !k.ends_with('!')).then(|| v.trim().to_string())
+    });
+    match (names.next(), names.next()) {
+        (Some(n), None) => n,
+        _ => String::new(),
+    }
 }
 
 /// Roles and bindings may grant only what their writer holds (src/apiserver/rbac.rs).
