@@ -7,11 +7,12 @@
 //! the root CA it publishes and its serving certificate. Serving, delegated auth and leader
 //! election are [`crate::common::component`]'s. One file a controller
 //! ([`root_ca`], [`serviceaccount`], [`namespace`], [`replicaset`], [`deployment`],
-//! [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
+//! [`garbagecollector`], [`job`]); each is level-triggered and idempotent, so a restart or a second
 //! leader simply converges again.
 
 mod deployment;
 mod garbagecollector;
+mod job;
 mod metrics;
 mod namespace;
 mod replicaset;
@@ -42,6 +43,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     (replicaset::NAME, replicaset::ALIAS),
     (deployment::NAME, deployment::ALIAS),
     (garbagecollector::NAME, garbagecollector::ALIAS),
+    (job::NAME, job::ALIAS),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,7 @@ pub struct Config {
     pub concurrent_replicaset_syncs: u16,
     pub concurrent_deployment_syncs: u16,
     pub concurrent_gc_syncs: u16,
+    pub concurrent_job_syncs: u16,
 }
 
 /// The controller manager's settings for a data root: defaults, then the args file, then `cli`.
@@ -105,6 +108,7 @@ impl Config {
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_gc_syncs: 20,
+            concurrent_job_syncs: 5,
         }
     }
 
@@ -146,6 +150,7 @@ impl Config {
                 "concurrent-replicaset-syncs" => self.concurrent_replicaset_syncs = count()?,
                 "concurrent-deployment-syncs" => self.concurrent_deployment_syncs = count()?,
                 "concurrent-gc-syncs" => self.concurrent_gc_syncs = count()?,
+                "concurrent-job-syncs" => self.concurrent_job_syncs = count()?,
                 other => {
                     return Err(ArgsError::Unknown {
                         origin: f.origin.clone(),
@@ -357,6 +362,13 @@ fn start(
         set.spawn(async move {
             deployment::run(c, m, n).await;
             deployment::NAME
+        });
+    }
+    if config.enabled(job::NAME) {
+        let (c, m, n) = (client.clone(), metrics.clone(), config.concurrent_job_syncs);
+        set.spawn(async move {
+            job::run(c, m, n).await;
+            job::NAME
         });
     }
     if config.enabled(garbagecollector::NAME) {
