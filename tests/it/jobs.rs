@@ -366,6 +366,104 @@ fn job_fails_after_backoff_deadline_and_suspends() {
     });
 }
 
+#[test]
+fn cronjob_fires_and_ttl_deletes_finished_jobs() {
+    let (api, _kcm) = start();
+    // TTL: a finished Job goes ttlSecondsAfterFinished later, its pods with it.
+    api.apply(&job_yaml("short", "  ttlSecondsAfterFinished: 2\n"));
+    finish_until(&api, "short", "Succeeded", "short complete", || {
+        conditions(&api, "short").contains("Complete=True")
+    });
+    let done = Instant::now();
+    eventually(WAIT, "short deleted", || {
+        stdout(&api, &["get", "job", "short"]).is_none()
+    });
+    assert!(
+        done.elapsed() >= Duration::from_secs(1),
+        "deleted before its TTL"
+    );
+    eventually(WAIT, "short's pod deleted", || {
+        job_pods(&api, "short").is_empty()
+    });
+
+    // A CronJob every minute: a Job named by the scheduled minute, owned by the CronJob.
+    api.k(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox:1.35",
+        "--schedule=*/1 * * * *",
+        "--",
+        "true",
+    ]);
+    let mut job = String::new();
+    eventually(Duration::from_secs(75), "tick's first job", || {
+        job = get(
+            &api,
+            &[
+                "get",
+                "jobs",
+                "-o",
+                "jsonpath={.items[?(@.metadata.ownerReferences[0].name==\"tick\")].metadata.name}",
+            ],
+        )
+        .trim()
+        .to_string();
+        !job.is_empty()
+    });
+    let minutes: u64 = job.strip_prefix("tick-").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now / 60 - minutes <= 1, "{job} is not this minute's");
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["job", &job],
+            "{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].controller}"
+        ),
+        "CronJob/true"
+    );
+    eventually(WAIT, "tick's status", || {
+        jsonpath(&api, &["cronjob", "tick"], "{.status.active[0].name}") == job
+            && !jsonpath(&api, &["cronjob", "tick"], "{.status.lastScheduleTime}").is_empty()
+    });
+    finish_until(&api, &job, "Succeeded", "tick's job complete", || {
+        conditions(&api, &job).contains("Complete=True")
+    });
+    eventually(WAIT, "tick saw its job complete", || {
+        jsonpath(&api, &["cronjob", "tick"], "{.status.active}").is_empty()
+            && !jsonpath(&api, &["cronjob", "tick"], "{.status.lastSuccessfulTime}").is_empty()
+    });
+    let ev = events(&api);
+    assert!(
+        ev.contains(&format!(
+            "cronjob-controller: tick: SuccessfulCreate: Created job {job}"
+        )),
+        "{ev}"
+    );
+    assert!(
+        ev.contains(&format!(
+            "cronjob-controller: tick: SawCompletedJob: Saw completed job: {job}, condition: Complete"
+        )),
+        "{ev}"
+    );
+    // A Job from the CronJob's template by hand.
+    api.k(&["create", "job", "by-hand", "--from=cronjob/tick"]);
+    eventually(WAIT, "by-hand's pod", || {
+        job_pods(&api, "by-hand").len() == 1
+    });
+    api.k(&[
+        "patch",
+        "cronjob",
+        "tick",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+}
+
 /// Whole cluster: a Job's pod runs busybox on the real kubelet to completion, `kubectl wait`
 /// sees it complete, and deleting the Job removes its pod.
 pub fn job_runs_on_the_node(c: &Cluster) {
