@@ -7,17 +7,20 @@
 //! the root CA it publishes and its serving certificate. Serving, delegated auth and leader
 //! election are [`crate::common::component`]'s. One file a controller
 //! ([`root_ca`], [`serviceaccount`], [`namespace`], [`replicaset`], [`deployment`],
-//! [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
+//! [`garbagecollector`], [`job`], [`cronjob`], [`ttl_after_finished`]); each is level-triggered and idempotent, so a restart or a second
 //! leader simply converges again.
 
 mod clusterrole_aggregation;
+mod cronjob;
 mod deployment;
 mod garbagecollector;
+mod job;
 mod metrics;
 mod namespace;
 mod replicaset;
 mod root_ca;
 mod serviceaccount;
+mod ttl_after_finished;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
         clusterrole_aggregation::NAME,
         clusterrole_aggregation::ALIAS,
     ),
+    (job::NAME, job::ALIAS),
+    (cronjob::NAME, cronjob::ALIAS),
+    (ttl_after_finished::NAME, ttl_after_finished::ALIAS),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +85,9 @@ pub struct Config {
     pub concurrent_replicaset_syncs: u16,
     pub concurrent_deployment_syncs: u16,
     pub concurrent_gc_syncs: u16,
+    pub concurrent_job_syncs: u16,
+    pub concurrent_cron_job_syncs: u16,
+    pub concurrent_ttl_after_finished_syncs: u16,
 }
 
 /// The controller manager's settings for a data root: defaults, then the args file, then `cli`.
@@ -110,6 +119,9 @@ impl Config {
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_gc_syncs: 20,
+            concurrent_job_syncs: 5,
+            concurrent_cron_job_syncs: 5,
+            concurrent_ttl_after_finished_syncs: 5,
         }
     }
 
@@ -151,6 +163,11 @@ impl Config {
                 "concurrent-replicaset-syncs" => self.concurrent_replicaset_syncs = count()?,
                 "concurrent-deployment-syncs" => self.concurrent_deployment_syncs = count()?,
                 "concurrent-gc-syncs" => self.concurrent_gc_syncs = count()?,
+                "concurrent-job-syncs" => self.concurrent_job_syncs = count()?,
+                "concurrent-cron-job-syncs" => self.concurrent_cron_job_syncs = count()?,
+                "concurrent-ttl-after-finished-syncs" => {
+                    self.concurrent_ttl_after_finished_syncs = count()?
+                }
                 other => {
                     return Err(ArgsError::Unknown {
                         origin: f.origin.clone(),
@@ -370,6 +387,35 @@ fn start(
         set.spawn(async move {
             clusterrole_aggregation::run(c, m, 5).await;
             clusterrole_aggregation::NAME
+        });
+    }
+    if config.enabled(job::NAME) {
+        let (c, m, n) = (client.clone(), metrics.clone(), config.concurrent_job_syncs);
+        set.spawn(async move {
+            job::run(c, m, n).await;
+            job::NAME
+        });
+    }
+    if config.enabled(cronjob::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_cron_job_syncs,
+        );
+        set.spawn(async move {
+            cronjob::run(c, m, n).await;
+            cronjob::NAME
+        });
+    }
+    if config.enabled(ttl_after_finished::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_ttl_after_finished_syncs,
+        );
+        set.spawn(async move {
+            ttl_after_finished::run(c, m, n).await;
+            ttl_after_finished::NAME
         });
     }
     if config.enabled(garbagecollector::NAME) {

@@ -200,7 +200,7 @@ pub(super) fn is_active(pod: &Pod) -> bool {
 
 /// Upstream's `ActivePods` order: the pods to delete first sort first (unscheduled, pending,
 /// not ready, ready for less time, more restarts, newer).
-type Rank = (
+pub(super) type Rank = (
     bool,
     i32,
     bool,
@@ -209,7 +209,7 @@ type Rank = (
     std::cmp::Reverse<Option<i64>>,
 );
 
-fn deletion_rank(pod: &Pod) -> Rank {
+pub(super) fn deletion_rank(pod: &Pod) -> Rank {
     let scheduled = pod
         .spec
         .as_ref()

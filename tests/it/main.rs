@@ -11,6 +11,7 @@ mod datastore;
 mod datastore_client;
 mod datastore_diff;
 mod etcd;
+mod jobs;
 mod kube_client;
 mod kubeconfig;
 mod kubelet_api;
