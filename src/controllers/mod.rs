@@ -575,6 +575,50 @@ mod tests {
     }
 
     #[test]
+    fn service_and_node_flags_have_upstream_defaults_and_parse() {
+        let mut c = Config::defaults(Path::new("/d"));
+        assert_eq!(c.concurrent_endpoint_syncs, 5);
+        assert_eq!(c.concurrent_service_endpoint_syncs, 5);
+        assert_eq!(c.terminated_pod_gc_threshold, 12500);
+        assert_eq!(c.node_monitor_grace_period, Duration::from_secs(50));
+        assert_eq!(c.node_monitor_period, Duration::from_secs(5));
+        c.apply(&flags(&[
+            "--concurrent-endpoint-syncs=2",
+            "--concurrent-service-endpoint-syncs=3",
+            "--terminated-pod-gc-threshold=-1",
+            "--node-monitor-grace-period=1m30s",
+            "--node-monitor-period=500ms",
+            "--controllers=endpoint,endpointslice,podgc,nodelifecycle,disruption",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                c.concurrent_endpoint_syncs,
+                c.concurrent_service_endpoint_syncs
+            ),
+            (2, 3)
+        );
+        assert_eq!(c.terminated_pod_gc_threshold, 0);
+        assert_eq!(c.node_monitor_grace_period, Duration::from_secs(90));
+        assert_eq!(c.node_monitor_period, Duration::from_millis(500));
+        for name in [
+            endpoints::NAME,
+            endpointslice::NAME,
+            podgc::NAME,
+            nodelifecycle::NAME,
+            disruption::NAME,
+        ] {
+            assert!(c.enabled(name), "{name}");
+        }
+        assert!(!c.enabled(replicaset::NAME));
+        assert!(c.apply(&flags(&["--node-monitor-period=0s"])).is_err());
+        assert!(
+            c.apply(&flags(&["--node-monitor-grace-period=soon"]))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn bad_flags_are_clear_errors() {
         let mut c = Config::defaults(Path::new("/d"));
         let err = c.apply(&flags(&["--nope=1"])).unwrap_err().to_string();
