@@ -288,8 +288,9 @@ pub(super) fn trigger_time(svc: &Service, pods: &[Pod]) -> Option<String> {
         .map(|t| t.to_string())
 }
 
-/// The labels the Service's Endpoints carry: the Service's own, plus the headless mark.
-fn endpoints_labels(svc: &Service) -> BTreeMap<String, String> {
+/// The labels the Service's Endpoints (and slices, which add their own) carry: the Service's
+/// own, plus the headless mark.
+pub(super) fn endpoints_labels(svc: &Service) -> BTreeMap<String, String> {
     let mut labels = svc.labels().clone();
     if headless(svc) {
         labels.insert(HEADLESS.into(), String::new());
@@ -467,17 +468,19 @@ async fn sync(svc: &Service, ctx: &Ctx) -> Result<(), EndpointsError> {
     }
 }
 
-fn key(svc: &Service) -> String {
+/// A Service's `namespace/name`, the back-off key of both controllers.
+pub(super) fn service_key(svc: &Service) -> String {
     format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, EndpointsError> {
     let result = sync(&svc, &ctx).await.map(|()| None::<Duration>);
-    ctx.backoff.settle(NAME, &key(&svc), result)
+    ctx.backoff.settle(NAME, &service_key(&svc), result)
 }
 
 fn error_policy(svc: Arc<Service>, e: &EndpointsError, ctx: Arc<Ctx>) -> Action {
-    ctx.backoff.retry(&key(&svc), "endpoints sync failed", e)
+    ctx.backoff
+        .retry(&service_key(&svc), "endpoints sync failed", e)
 }
 
 /// Deletes the Endpoints named `ns/name` unless its Service exists (again) or it is a

@@ -24,8 +24,8 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::endpoints::{
-    HEADLESS, PodAddress, ResolvedPort, TRIGGER_TIME, has_selector, headless, pod_addresses,
-    selected_pods, services_of, trigger_time,
+    PodAddress, ResolvedPort, TRIGGER_TIME, endpoints_labels, has_selector, pod_addresses,
+    selected_pods, service_key, services_of, trigger_time,
 };
 use super::metrics::Metrics;
 use super::replicaset::controller_ref;
@@ -112,12 +112,7 @@ fn endpoint(svc: &Service, a: &PodAddress) -> Endpoint {
 /// The labels a Service's slices carry: the Service's own, the headless mark, and the two
 /// reserved ones.
 fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
-    let mut labels = svc.labels().clone();
-    if headless(svc) {
-        labels.insert(HEADLESS.into(), String::new());
-    } else {
-        labels.remove(HEADLESS);
-    }
+    let mut labels = endpoints_labels(svc);
     labels.insert(SERVICE_NAME_LABEL.into(), svc.name_any());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     labels
@@ -338,18 +333,14 @@ async fn sync(svc: &Service, ctx: &Ctx) -> Result<(), EndpointSliceError> {
     }
 }
 
-fn key(svc: &Service) -> String {
-    format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
-}
-
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, EndpointSliceError> {
     let result = sync(&svc, &ctx).await.map(|()| None::<Duration>);
-    ctx.backoff.settle(NAME, &key(&svc), result)
+    ctx.backoff.settle(NAME, &service_key(&svc), result)
 }
 
 fn error_policy(svc: Arc<Service>, e: &EndpointSliceError, ctx: Arc<Ctx>) -> Action {
     ctx.backoff
-        .retry(&key(&svc), "endpoint slice sync failed", e)
+        .retry(&service_key(&svc), "endpoint slice sync failed", e)
 }
 
 /// Runs until the watch streams end (they do not, short of shutdown).
