@@ -1,6 +1,6 @@
 //! Admission that needs other objects: NamespaceLifecycle (no new content in a missing or
 //! terminating namespace), ServiceAccount (default account, token volume) and Priority
-//! (`spec.priority` from the PriorityClass). Namespaces and priority classes are answered from
+//! (`spec.priority` from the PriorityClass); and DefaultTolerationSeconds, which needs none. Namespaces and priority classes are answered from
 //! watch-fed caches ([`WatchedMap`]), with a read of the store on a miss (an object created a
 //! moment ago may not have reached the cache yet).
 
@@ -358,4 +358,68 @@ pub async fn priority(state: &State, pod: &mut Value) -> Result<(), ApiError> {
     }
     spec["priority"] = value.into();
     Ok(())
+}
+
+/// Upstream's `--default-not-ready-toleration-seconds` / `--default-unreachable-toleration-seconds`.
+const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// DefaultTolerationSeconds admission for a new pod: unless it already tolerates them, the pod
+/// tolerates the `not-ready` and `unreachable` NoExecute taints for 300 s, so the node lifecycle
+/// controller's taint eviction moves it only after five minutes.
+pub fn default_toleration_seconds(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    let mut added = false;
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerated = tolerations.iter().any(|t| {
+            let k = t["key"].as_str().unwrap_or("");
+            let e = t["effect"].as_str().unwrap_or("");
+            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+        });
+        if !tolerated {
+            tolerations.push(serde_json::json!({
+                "key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }));
+            added = true;
+        }
+    }
+    if added {
+        spec["tolerations"] = Value::Array(tolerations);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn default_tolerations_are_added_unless_present() {
+        let mut pod = json!({"spec": {"containers": []}});
+        default_toleration_seconds(&mut pod);
+        let t = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t[0],
+            json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+        );
+        assert_eq!(t[1]["key"], "node.kubernetes.io/unreachable");
+        // A pod that tolerates everything gets nothing more.
+        let mut pod = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_toleration_seconds(&mut pod);
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 1);
+        let mut pod = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]}});
+        default_toleration_seconds(&mut pod);
+        let t = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["tolerationSeconds"], 10);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+    }
 }

@@ -1023,6 +1023,7 @@ pub async fn create_object(
     if res.group.is_empty() && res.kind == "Pod" {
         super::admission::service_account(state, obj).await;
         super::admission::priority(state, obj).await?;
+        super::admission::default_toleration_seconds(obj);
     }
     default_and_validate(res, obj, None)?;
     if let Some(m) = manager {

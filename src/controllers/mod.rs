@@ -8,15 +8,22 @@
 //! election are [`crate::common::component`]'s. One file a controller
 //! ([`root_ca`], [`serviceaccount`], [`namespace`], [`replicaset`], [`deployment`],
 //! [`garbagecollector`], [`job`], [`cronjob`], [`ttl_after_finished`]); each is level-triggered and idempotent, so a restart or a second
+//! [`garbagecollector`], [`endpoints`], [`endpointslice`], [`podgc`], [`nodelifecycle`],
+//! [`disruption`]); each is level-triggered and idempotent, so a restart or a second
 //! leader simply converges again.
 
 mod clusterrole_aggregation;
 mod cronjob;
 mod deployment;
+mod disruption;
+mod endpoints;
+mod endpointslice;
 mod garbagecollector;
 mod job;
 mod metrics;
 mod namespace;
+mod nodelifecycle;
+mod podgc;
 mod replicaset;
 mod root_ca;
 mod serviceaccount;
@@ -53,6 +60,11 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     (job::NAME, job::ALIAS),
     (cronjob::NAME, cronjob::ALIAS),
     (ttl_after_finished::NAME, ttl_after_finished::ALIAS),
+    (endpoints::NAME, endpoints::ALIAS),
+    (endpointslice::NAME, endpointslice::ALIAS),
+    (podgc::NAME, podgc::ALIAS),
+    (nodelifecycle::NAME, nodelifecycle::ALIAS),
+    (disruption::NAME, disruption::ALIAS),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +100,14 @@ pub struct Config {
     pub concurrent_job_syncs: u16,
     pub concurrent_cron_job_syncs: u16,
     pub concurrent_ttl_after_finished_syncs: u16,
+    pub concurrent_endpoint_syncs: u16,
+    pub concurrent_service_endpoint_syncs: u16,
+    /// Terminated pods kept before the pod GC deletes the oldest (0 turns that off).
+    pub terminated_pod_gc_threshold: u32,
+    /// How long a node may go without renewing its Lease or status before it is Unknown.
+    pub node_monitor_grace_period: Duration,
+    /// How often the node lifecycle controller looks at every node.
+    pub node_monitor_period: Duration,
 }
 
 /// The controller manager's settings for a data root: defaults, then the args file, then `cli`.
@@ -122,6 +142,12 @@ impl Config {
             concurrent_job_syncs: 5,
             concurrent_cron_job_syncs: 5,
             concurrent_ttl_after_finished_syncs: 5,
+            concurrent_endpoint_syncs: 5,
+            concurrent_service_endpoint_syncs: 5,
+            terminated_pod_gc_threshold: 12500,
+            // Upstream raised it from 40 s to 50 s in 1.32 (kubernetes#126287).
+            node_monitor_grace_period: Duration::from_secs(50),
+            node_monitor_period: Duration::from_secs(5),
         }
     }
 
@@ -133,6 +159,11 @@ impl Config {
             }
             let invalid = |why: &str| component::invalid(f, why);
             let path = || Some(PathBuf::from(&f.value)).filter(|p| !p.as_os_str().is_empty());
+            let duration = |f: &Flag| match crate::common::args::parse_duration(&f.value) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(invalid("must be greater than zero")),
+                Err(why) => Err(invalid(&why)),
+            };
             let count = || match f.value.parse::<u16>() {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(invalid("expected a number from 1 to 65535")),
@@ -168,6 +199,19 @@ impl Config {
                 "concurrent-ttl-after-finished-syncs" => {
                     self.concurrent_ttl_after_finished_syncs = count()?
                 }
+                "concurrent-endpoint-syncs" => self.concurrent_endpoint_syncs = count()?,
+                "concurrent-service-endpoint-syncs" => {
+                    self.concurrent_service_endpoint_syncs = count()?
+                }
+                "terminated-pod-gc-threshold" => {
+                    self.terminated_pod_gc_threshold = match f.value.parse::<i64>() {
+                        // Upstream: zero or less turns the terminated-pod GC off.
+                        Ok(n) => n.clamp(0, i64::from(u32::MAX)) as u32,
+                        Err(_) => return Err(invalid("expected a whole number")),
+                    }
+                }
+                "node-monitor-grace-period" => self.node_monitor_grace_period = duration(f)?,
+                "node-monitor-period" => self.node_monitor_period = duration(f)?,
                 other => {
                     return Err(ArgsError::Unknown {
                         origin: f.origin.clone(),
@@ -419,10 +463,58 @@ fn start(
         });
     }
     if config.enabled(garbagecollector::NAME) {
-        let (c, m, n) = (client, metrics, config.concurrent_gc_syncs);
+        let (c, m, n) = (client.clone(), metrics.clone(), config.concurrent_gc_syncs);
         set.spawn(async move {
             garbagecollector::run(c, m, n).await;
             garbagecollector::NAME
+        });
+    }
+    if config.enabled(endpoints::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_endpoint_syncs,
+        );
+        set.spawn(async move {
+            endpoints::run(c, m, n).await;
+            endpoints::NAME
+        });
+    }
+    if config.enabled(endpointslice::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_service_endpoint_syncs,
+        );
+        set.spawn(async move {
+            endpointslice::run(c, m, n).await;
+            endpointslice::NAME
+        });
+    }
+    if config.enabled(podgc::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.terminated_pod_gc_threshold,
+        );
+        set.spawn(async move {
+            podgc::run(c, m, n).await;
+            podgc::NAME
+        });
+    }
+    if config.enabled(nodelifecycle::NAME) {
+        let (c, m) = (client.clone(), metrics.clone());
+        let (grace, period) = (config.node_monitor_grace_period, config.node_monitor_period);
+        set.spawn(async move {
+            nodelifecycle::run(c, m, grace, period).await;
+            nodelifecycle::NAME
+        });
+    }
+    if config.enabled(disruption::NAME) {
+        let (c, m) = (client, metrics);
+        set.spawn(async move {
+            disruption::run(c, m).await;
+            disruption::NAME
         });
     }
     for (name, _) in CONTROLLERS {
@@ -540,6 +632,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"bogus\" is not a known controller"), "{err}");
+    }
+
+    #[test]
+    fn service_and_node_flags_have_upstream_defaults_and_parse() {
+        let mut c = Config::defaults(Path::new("/d"));
+        assert_eq!(c.concurrent_endpoint_syncs, 5);
+        assert_eq!(c.concurrent_service_endpoint_syncs, 5);
+        assert_eq!(c.terminated_pod_gc_threshold, 12500);
+        assert_eq!(c.node_monitor_grace_period, Duration::from_secs(50));
+        assert_eq!(c.node_monitor_period, Duration::from_secs(5));
+        c.apply(&flags(&[
+            "--concurrent-endpoint-syncs=2",
+            "--concurrent-service-endpoint-syncs=3",
+            "--terminated-pod-gc-threshold=-1",
+            "--node-monitor-grace-period=1m30s",
+            "--node-monitor-period=500ms",
+            "--controllers=endpoint,endpointslice,podgc,nodelifecycle,disruption",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                c.concurrent_endpoint_syncs,
+                c.concurrent_service_endpoint_syncs
+            ),
+            (2, 3)
+        );
+        assert_eq!(c.terminated_pod_gc_threshold, 0);
+        assert_eq!(c.node_monitor_grace_period, Duration::from_secs(90));
+        assert_eq!(c.node_monitor_period, Duration::from_millis(500));
+        for name in [
+            endpoints::NAME,
+            endpointslice::NAME,
+            podgc::NAME,
+            nodelifecycle::NAME,
+            disruption::NAME,
+        ] {
+            assert!(c.enabled(name), "{name}");
+        }
+        assert!(!c.enabled(replicaset::NAME));
+        assert!(c.apply(&flags(&["--node-monitor-period=0s"])).is_err());
+        assert!(
+            c.apply(&flags(&["--node-monitor-grace-period=soon"]))
+                .is_err()
+        );
     }
 
     #[test]

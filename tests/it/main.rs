@@ -18,6 +18,7 @@ mod kubelet_api;
 mod pods;
 mod rbac;
 mod refresh;
+mod services;
 mod supervisor;
 mod tls;
 mod util;
