@@ -13,6 +13,7 @@
 //! leader simply converges again.
 
 mod clusterrole_aggregation;
+mod credentials;
 mod cronjob;
 mod deployment;
 mod disruption;
@@ -92,6 +93,10 @@ pub struct Config {
     pub service_account_private_key_file: Option<PathBuf>,
     /// `--controllers`, as given.
     pub controllers: Vec<String>,
+    /// `--use-service-account-credentials`: each controller acts as its own service account.
+    pub use_service_account_credentials: bool,
+    /// Where those accounts' tokens are kept (`$SNAP_COMMON/run/controller-manager`).
+    pub token_dir: PathBuf,
     pub concurrent_namespace_syncs: u16,
     pub concurrent_serviceaccount_syncs: u16,
     pub concurrent_replicaset_syncs: u16,
@@ -118,6 +123,7 @@ pub fn load_config(paths: &Paths, cli: &[String]) -> Result<Config, ControllerEr
         &paths.vars(),
     )?;
     let mut config = Config::defaults(&paths.snap_data);
+    config.token_dir = paths.run_dir().join("controller-manager");
     config.apply(&flags)?;
     Ok(config)
 }
@@ -134,6 +140,8 @@ impl Config {
             root_ca_file: None,
             service_account_private_key_file: None,
             controllers: vec!["*".into()],
+            use_service_account_credentials: false,
+            token_dir: snap_data.join("run/controller-manager"),
             concurrent_namespace_syncs: 10,
             concurrent_serviceaccount_syncs: 5,
             concurrent_replicaset_syncs: 5,
@@ -170,6 +178,10 @@ impl Config {
             };
             match f.name.as_str() {
                 "root-ca-file" => self.root_ca_file = path(),
+                "use-service-account-credentials" => {
+                    self.use_service_account_credentials = component::parse_bool(&f.value)
+                        .ok_or_else(|| invalid("expected true or false"))?
+                }
                 "service-account-private-key-file" => {
                     self.service_account_private_key_file = path()
                 }
@@ -352,171 +364,150 @@ fn pem_cert(der: &[u8]) -> String {
 pub async fn run(config: Config) -> Result<(), ControllerError> {
     let kcfg = config.common.kube_config().await?;
     let ca = root_ca(&config, &kcfg)?;
-    let client = config.common.client(kcfg)?;
+    let client = config.common.client(kcfg.clone())?;
+    let token_dir = config
+        .use_service_account_credentials
+        .then(|| config.token_dir.clone());
+    let clients = credentials::Clients::new(client.clone(), kcfg, token_dir);
     let metrics = Arc::new(metrics::Metrics::default());
     let m = metrics.clone();
     component::run(
         &config.common,
         "controller manager",
-        client.clone(),
+        client,
         metrics,
-        || start(&config, client, ca, m),
+        || start(&config, clients, ca, m),
     )
     .await?;
     Ok(())
 }
 
+/// Spawns a controller when `--controllers` enables it, with the client of its service
+/// account (see [`credentials`]).
+fn spawn<F, Fut>(
+    set: &mut tokio::task::JoinSet<&'static str>,
+    config: &Config,
+    clients: &credentials::Clients,
+    (name, account): (&'static str, &'static str),
+    run: F,
+) where
+    F: FnOnce(kube::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if config.enabled(name) {
+        let clients = clients.clone();
+        set.spawn(async move {
+            run(clients.for_account(account).await).await;
+            name
+        });
+    }
+}
+
 /// Starts every enabled controller; each task ends only if its controller stops.
 fn start(
     config: &Config,
-    client: kube::Client,
+    clients: credentials::Clients,
     ca: String,
     metrics: Arc<metrics::Metrics>,
 ) -> tokio::task::JoinSet<&'static str> {
     let mut set = tokio::task::JoinSet::new();
-    if config.enabled(root_ca::NAME) {
-        let (c, m) = (client.clone(), metrics.clone());
-        set.spawn(async move {
-            root_ca::run(c, ca, m).await;
-            root_ca::NAME
-        });
-    }
-    if config.enabled(serviceaccount::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_serviceaccount_syncs,
-        );
-        set.spawn(async move {
-            serviceaccount::run(c, m, n).await;
-            serviceaccount::NAME
-        });
-    }
-    if config.enabled(namespace::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_namespace_syncs,
-        );
-        set.spawn(async move {
-            namespace::run(c, m, n).await;
-            namespace::NAME
-        });
-    }
-    if config.enabled(replicaset::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_replicaset_syncs,
-        );
-        set.spawn(async move {
-            replicaset::run(c, m, n).await;
-            replicaset::NAME
-        });
-    }
-    if config.enabled(deployment::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_deployment_syncs,
-        );
-        set.spawn(async move {
-            deployment::run(c, m, n).await;
-            deployment::NAME
-        });
-    }
-    if config.enabled(clusterrole_aggregation::NAME) {
-        // Upstream runs five workers, with no flag.
-        let (c, m) = (client.clone(), metrics.clone());
-        set.spawn(async move {
-            clusterrole_aggregation::run(c, m, 5).await;
-            clusterrole_aggregation::NAME
-        });
-    }
-    if config.enabled(job::NAME) {
-        let (c, m, n) = (client.clone(), metrics.clone(), config.concurrent_job_syncs);
-        set.spawn(async move {
-            job::run(c, m, n).await;
-            job::NAME
-        });
-    }
-    if config.enabled(cronjob::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_cron_job_syncs,
-        );
-        set.spawn(async move {
-            cronjob::run(c, m, n).await;
-            cronjob::NAME
-        });
-    }
-    if config.enabled(ttl_after_finished::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_ttl_after_finished_syncs,
-        );
-        set.spawn(async move {
-            ttl_after_finished::run(c, m, n).await;
-            ttl_after_finished::NAME
-        });
-    }
-    if config.enabled(garbagecollector::NAME) {
-        let (c, m, n) = (client.clone(), metrics.clone(), config.concurrent_gc_syncs);
-        set.spawn(async move {
-            garbagecollector::run(c, m, n).await;
-            garbagecollector::NAME
-        });
-    }
-    if config.enabled(endpoints::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_endpoint_syncs,
-        );
-        set.spawn(async move {
-            endpoints::run(c, m, n).await;
-            endpoints::NAME
-        });
-    }
-    if config.enabled(endpointslice::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.concurrent_service_endpoint_syncs,
-        );
-        set.spawn(async move {
-            endpointslice::run(c, m, n).await;
-            endpointslice::NAME
-        });
-    }
-    if config.enabled(podgc::NAME) {
-        let (c, m, n) = (
-            client.clone(),
-            metrics.clone(),
-            config.terminated_pod_gc_threshold,
-        );
-        set.spawn(async move {
-            podgc::run(c, m, n).await;
-            podgc::NAME
-        });
-    }
-    if config.enabled(nodelifecycle::NAME) {
-        let (c, m) = (client.clone(), metrics.clone());
-        let (grace, period) = (config.node_monitor_grace_period, config.node_monitor_period);
-        set.spawn(async move {
-            nodelifecycle::run(c, m, grace, period).await;
-            nodelifecycle::NAME
-        });
-    }
-    if config.enabled(disruption::NAME) {
-        let (c, m) = (client, metrics);
-        set.spawn(async move {
-            disruption::run(c, m).await;
-            disruption::NAME
-        });
-    }
+    let (set_, c, cl) = (&mut set, config, &clients);
+    // (controller, its service account as upstream's bootstrap policy names it)
+    let m = || metrics.clone();
+    spawn(set_, c, cl, (root_ca::NAME, "root-ca-cert-publisher"), {
+        let m = m();
+        move |k| root_ca::run(k, ca, m)
+    });
+    spawn(
+        set_,
+        c,
+        cl,
+        (serviceaccount::NAME, "service-account-controller"),
+        {
+            let (m, n) = (m(), c.concurrent_serviceaccount_syncs);
+            move |k| serviceaccount::run(k, m, n)
+        },
+    );
+    spawn(set_, c, cl, (namespace::NAME, "namespace-controller"), {
+        let (m, n) = (m(), c.concurrent_namespace_syncs);
+        move |k| namespace::run(k, m, n)
+    });
+    spawn(set_, c, cl, (replicaset::NAME, "replicaset-controller"), {
+        let (m, n) = (m(), c.concurrent_replicaset_syncs);
+        move |k| replicaset::run(k, m, n)
+    });
+    spawn(set_, c, cl, (deployment::NAME, "deployment-controller"), {
+        let (m, n) = (m(), c.concurrent_deployment_syncs);
+        move |k| deployment::run(k, m, n)
+    });
+    // Upstream runs five aggregation workers, with no flag.
+    spawn(
+        set_,
+        c,
+        cl,
+        (
+            clusterrole_aggregation::NAME,
+            "clusterrole-aggregation-controller",
+        ),
+        {
+            let m = m();
+            move |k| clusterrole_aggregation::run(k, m, 5)
+        },
+    );
+    spawn(set_, c, cl, (job::NAME, "job-controller"), {
+        let (m, n) = (m(), c.concurrent_job_syncs);
+        move |k| job::run(k, m, n)
+    });
+    spawn(set_, c, cl, (cronjob::NAME, "cronjob-controller"), {
+        let (m, n) = (m(), c.concurrent_cron_job_syncs);
+        move |k| cronjob::run(k, m, n)
+    });
+    spawn(
+        set_,
+        c,
+        cl,
+        (ttl_after_finished::NAME, "ttl-after-finished-controller"),
+        {
+            let (m, n) = (m(), c.concurrent_ttl_after_finished_syncs);
+            move |k| ttl_after_finished::run(k, m, n)
+        },
+    );
+    spawn(
+        set_,
+        c,
+        cl,
+        (garbagecollector::NAME, "generic-garbage-collector"),
+        {
+            let (m, n) = (m(), c.concurrent_gc_syncs);
+            move |k| garbagecollector::run(k, m, n)
+        },
+    );
+    spawn(set_, c, cl, (endpoints::NAME, "endpoint-controller"), {
+        let (m, n) = (m(), c.concurrent_endpoint_syncs);
+        move |k| endpoints::run(k, m, n)
+    });
+    spawn(
+        set_,
+        c,
+        cl,
+        (endpointslice::NAME, "endpointslice-controller"),
+        {
+            let (m, n) = (m(), c.concurrent_service_endpoint_syncs);
+            move |k| endpointslice::run(k, m, n)
+        },
+    );
+    spawn(set_, c, cl, (podgc::NAME, "pod-garbage-collector"), {
+        let (m, n) = (m(), c.terminated_pod_gc_threshold);
+        move |k| podgc::run(k, m, n)
+    });
+    spawn(set_, c, cl, (nodelifecycle::NAME, "node-controller"), {
+        let (m, grace, period) = (m(), c.node_monitor_grace_period, c.node_monitor_period);
+        move |k| nodelifecycle::run(k, m, grace, period)
+    });
+    spawn(set_, c, cl, (disruption::NAME, "disruption-controller"), {
+        let m = m();
+        move |k| disruption::run(k, m)
+    });
     for (name, _) in CONTROLLERS {
         if config.enabled(name) {
             tracing::info!(controller = name, "started");
