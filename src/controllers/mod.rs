@@ -7,14 +7,16 @@
 //! the root CA it publishes and its serving certificate. Serving, delegated auth and leader
 //! election are [`crate::common::component`]'s. One file a controller
 //! ([`root_ca`], [`serviceaccount`], [`namespace`], [`replicaset`], [`deployment`],
-//! [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
+//! [`replicationcontroller`], [`daemonset`], [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
 //! leader simply converges again.
 
+mod daemonset;
 mod deployment;
 mod garbagecollector;
 mod metrics;
 mod namespace;
 mod replicaset;
+mod replicationcontroller;
 mod root_ca;
 mod serviceaccount;
 
@@ -41,6 +43,8 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     (namespace::NAME, namespace::ALIAS),
     (replicaset::NAME, replicaset::ALIAS),
     (deployment::NAME, deployment::ALIAS),
+    (replicationcontroller::NAME, replicationcontroller::ALIAS),
+    (daemonset::NAME, daemonset::ALIAS),
     (garbagecollector::NAME, garbagecollector::ALIAS),
 ];
 
@@ -73,6 +77,8 @@ pub struct Config {
     pub concurrent_serviceaccount_syncs: u16,
     pub concurrent_replicaset_syncs: u16,
     pub concurrent_deployment_syncs: u16,
+    pub concurrent_rc_syncs: u16,
+    pub concurrent_daemonset_syncs: u16,
     pub concurrent_gc_syncs: u16,
 }
 
@@ -104,6 +110,8 @@ impl Config {
             concurrent_serviceaccount_syncs: 5,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_rc_syncs: 5,
+            concurrent_daemonset_syncs: 2,
             concurrent_gc_syncs: 20,
         }
     }
@@ -145,6 +153,8 @@ impl Config {
                 }
                 "concurrent-replicaset-syncs" => self.concurrent_replicaset_syncs = count()?,
                 "concurrent-deployment-syncs" => self.concurrent_deployment_syncs = count()?,
+                "concurrent-rc-syncs" => self.concurrent_rc_syncs = count()?,
+                "concurrent-daemonset-syncs" => self.concurrent_daemonset_syncs = count()?,
                 "concurrent-gc-syncs" => self.concurrent_gc_syncs = count()?,
                 other => {
                     return Err(ArgsError::Unknown {
@@ -357,6 +367,24 @@ fn start(
         set.spawn(async move {
             deployment::run(c, m, n).await;
             deployment::NAME
+        });
+    }
+    if config.enabled(replicationcontroller::NAME) {
+        let (c, m, n) = (client.clone(), metrics.clone(), config.concurrent_rc_syncs);
+        set.spawn(async move {
+            replicationcontroller::run(c, m, n).await;
+            replicationcontroller::NAME
+        });
+    }
+    if config.enabled(daemonset::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_daemonset_syncs,
+        );
+        set.spawn(async move {
+            daemonset::run(c, m, n).await;
+            daemonset::NAME
         });
     }
     if config.enabled(garbagecollector::NAME) {

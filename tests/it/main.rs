@@ -16,6 +16,7 @@ mod kubeconfig;
 mod kubelet_api;
 mod pods;
 mod refresh;
+mod sets;
 mod supervisor;
 mod tls;
 mod util;

@@ -363,6 +363,7 @@ fn pods_run_on_containerd_end_to_end() {
 
     scheduler_places_and_explains(&c);
     deployment_runs_and_rolls(&c);
+    crate::sets::daemonset_runs_on_the_node(&c);
     hooks_claims_and_updates(&c);
     init_security_and_downward(&c);
     restarted_kubelet_adopts(&c);
