@@ -106,7 +106,7 @@ pub(super) fn revision_data(template: &PodTemplateSpec) -> serde_json::Value {
     json!({"spec": {"template": t}})
 }
 
-fn revision_template(cr: &ControllerRevision) -> Option<PodTemplateSpec> {
+pub(super) fn revision_template(cr: &ControllerRevision) -> Option<PodTemplateSpec> {
     let t = cr.data.as_ref()?.0.pointer("/spec/template")?.clone();
     serde_json::from_value(t).ok()
 }

@@ -7,7 +7,7 @@
 //! the root CA it publishes and its serving certificate. Serving, delegated auth and leader
 //! election are [`crate::common::component`]'s. One file a controller
 //! ([`root_ca`], [`serviceaccount`], [`namespace`], [`replicaset`], [`deployment`],
-//! [`replicationcontroller`], [`daemonset`], [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
+//! [`replicationcontroller`], [`daemonset`], [`statefulset`], [`garbagecollector`]); each is level-triggered and idempotent, so a restart or a second
 //! leader simply converges again.
 
 mod daemonset;
@@ -19,6 +19,7 @@ mod replicaset;
 mod replicationcontroller;
 mod root_ca;
 mod serviceaccount;
+mod statefulset;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     (deployment::NAME, deployment::ALIAS),
     (replicationcontroller::NAME, replicationcontroller::ALIAS),
     (daemonset::NAME, daemonset::ALIAS),
+    (statefulset::NAME, statefulset::ALIAS),
     (garbagecollector::NAME, garbagecollector::ALIAS),
 ];
 
@@ -79,6 +81,7 @@ pub struct Config {
     pub concurrent_deployment_syncs: u16,
     pub concurrent_rc_syncs: u16,
     pub concurrent_daemonset_syncs: u16,
+    pub concurrent_statefulset_syncs: u16,
     pub concurrent_gc_syncs: u16,
 }
 
@@ -112,6 +115,7 @@ impl Config {
             concurrent_deployment_syncs: 5,
             concurrent_rc_syncs: 5,
             concurrent_daemonset_syncs: 2,
+            concurrent_statefulset_syncs: 5,
             concurrent_gc_syncs: 20,
         }
     }
@@ -155,6 +159,7 @@ impl Config {
                 "concurrent-deployment-syncs" => self.concurrent_deployment_syncs = count()?,
                 "concurrent-rc-syncs" => self.concurrent_rc_syncs = count()?,
                 "concurrent-daemonset-syncs" => self.concurrent_daemonset_syncs = count()?,
+                "concurrent-statefulset-syncs" => self.concurrent_statefulset_syncs = count()?,
                 "concurrent-gc-syncs" => self.concurrent_gc_syncs = count()?,
                 other => {
                     return Err(ArgsError::Unknown {
@@ -385,6 +390,17 @@ fn start(
         set.spawn(async move {
             daemonset::run(c, m, n).await;
             daemonset::NAME
+        });
+    }
+    if config.enabled(statefulset::NAME) {
+        let (c, m, n) = (
+            client.clone(),
+            metrics.clone(),
+            config.concurrent_statefulset_syncs,
+        );
+        set.spawn(async move {
+            statefulset::run(c, m, n).await;
+            statefulset::NAME
         });
     }
     if config.enabled(garbagecollector::NAME) {

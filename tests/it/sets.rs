@@ -73,6 +73,23 @@ fn mark_ready(api: &Api, pod: &str) {
     ]);
 }
 
+/// Plays the scheduler: binds the pod to the node through `pods/binding`.
+fn bind(api: &Api, pod: &str, node: &str) {
+    let binding = format!(
+        r#"{{"apiVersion":"v1","kind":"Binding","metadata":{{"name":"{pod}"}},"target":{{"kind":"Node","name":"{node}"}}}}"#
+    );
+    let _ = api.kubectl_stdin(
+        &[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{pod}/binding"),
+            "-f",
+            "-",
+        ],
+        &binding,
+    );
+}
+
 /// Plays the scheduler and kubelet for daemon pods: each unbound one is bound to the node its
 /// affinity names, then made Running and Ready; terminating ones are removed.
 fn bind_and_ready(api: &Api, selector: &str) {
@@ -96,19 +113,7 @@ fn bind_and_ready(api: &Api, selector: &str) {
             continue;
         }
         if bound.is_empty() {
-            let binding = format!(
-                r#"{{"apiVersion":"v1","kind":"Binding","metadata":{{"name":"{name}"}},"target":{{"kind":"Node","name":"{target}"}}}}"#
-            );
-            let _ = api.kubectl_stdin(
-                &[
-                    "create",
-                    "--raw",
-                    &format!("/api/v1/namespaces/default/pods/{name}/binding"),
-                    "-f",
-                    "-",
-                ],
-                &binding,
-            );
+            bind(api, name, target);
         }
         if phase != "Running" {
             mark_ready(api, name);
@@ -302,6 +307,123 @@ fn daemonset_runs_one_pod_per_eligible_node_and_rolls() {
         !ps.iter().any(|p| p.1 == "node-cordoned" && !p.3)
             && jsonpath(&api, &["ds", "agent"], "{.status.desiredNumberScheduled}") == "1"
     });
+    assert!(!kcm.log().contains("panicked"), "{}", kcm.log());
+}
+
+/// Plays the kubelet for terminating pods: gone for good.
+fn finish_terminating(api: &Api, selector: &str) {
+    for (name, _, _, deleting) in pods(api, selector) {
+        if deleting {
+            let _ = api.kubectl(&["delete", "pod", &name, "--grace-period=0", "--force"]);
+        }
+    }
+}
+
+const STATEFULSET: &str = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: web\nspec:\n  serviceName: web\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: busybox:1.35\n        volumeMounts: [{name: www, mountPath: /www}]\n  volumeClaimTemplates:\n  - metadata: {name: www}\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources: {requests: {storage: 1Gi}}\n";
+
+#[test]
+fn statefulset_comes_up_in_order_keeps_claims_and_scales_down_from_the_top() {
+    let (api, kcm) = start();
+    // Bound pods are deleted gracefully, so the order of removal can be watched.
+    add_node(&api, "node-a", "");
+    api.apply(STATEFULSET);
+
+    // OrderedReady: each pod waits for the one before it to be Running and Ready.
+    for (i, name) in ["web-0", "web-1", "web-2"].iter().enumerate() {
+        eventually(WAIT, name, || live(&api, "app=web").len() == i + 1);
+        std::thread::sleep(Duration::from_millis(1500));
+        let up = live(&api, "app=web");
+        assert_eq!(up.last().map(String::as_str), Some(*name), "{up:?}");
+        assert_eq!(up.len(), i + 1, "the next one waits: {up:?}");
+        // Its claim exists (unbound: there is no volume; the pod would stay Pending).
+        let claim = format!("www-{name}");
+        assert_eq!(
+            jsonpath(&api, &["pvc", &claim], "{.metadata.labels.app}"),
+            "web"
+        );
+        bind(&api, name, "node-a");
+        mark_ready(&api, name);
+    }
+    let by_creation: Vec<String> = pods(&api, "app=web").into_iter().map(|p| p.0).collect();
+    assert_eq!(by_creation, ["web-0", "web-1", "web-2"]);
+    eventually(WAIT, "3 ready", || {
+        jsonpath(
+            &api,
+            &["sts", "web"],
+            "{.status.replicas}/{.status.readyReplicas}/{.status.availableReplicas}/{.status.currentReplicas}/{.status.updatedReplicas}/{.status.observedGeneration}",
+        ) == "3/3/3/3/3/1"
+    });
+    api.k(&["rollout", "status", "statefulset/web", "--timeout=20s"]);
+    let revision = jsonpath(&api, &["sts", "web"], "{.status.updateRevision}");
+    assert_eq!(
+        jsonpath(&api, &["sts", "web"], "{.status.currentRevision}"),
+        revision
+    );
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "web-1"],
+            "{.metadata.labels.statefulset\\.kubernetes\\.io/pod-name}/{.metadata.labels.apps\\.kubernetes\\.io/pod-index}/{.metadata.labels.controller-revision-hash}/{.spec.hostname}/{.spec.subdomain}/{.spec.volumes[?(@.name==\"www\")].persistentVolumeClaim.claimName}"
+        ),
+        format!("web-1/1/{revision}/web-1/web/www-web-1")
+    );
+    assert_eq!(
+        jsonpath(&api, &["controllerrevision", &revision], "{.revision}"),
+        "1"
+    );
+
+    // Scale down: the highest ordinal goes first, the next only once it is gone.
+    api.k(&["scale", "statefulset", "web", "--replicas=1"]);
+    eventually(WAIT, "web-2 terminating", || {
+        pods(&api, "app=web").iter().any(|p| p.0 == "web-2" && p.3)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        pods(&api, "app=web").iter().any(|p| p.0 == "web-1" && !p.3),
+        "web-1 waits for web-2"
+    );
+    eventually(WAIT, "down to web-0", || {
+        finish_terminating(&api, "app=web");
+        live(&api, "app=web") == ["web-0"] && pods(&api, "app=web").len() == 1
+    });
+    // Retain: the claims stay.
+    let claims = get(&api, &["get", "pvc", "-o", "name"]);
+    assert_eq!(claims.lines().count(), 3, "{claims}");
+
+    // A new image rolls the remaining pod onto a new revision.
+    api.k(&["set", "image", "statefulset/web", "web=busybox:1.36"]);
+    eventually(WAIT, "web-0 at the new revision", || {
+        finish_terminating(&api, "app=web");
+        if jsonpath(&api, &["pod", "web-0"], "{.spec.nodeName}").is_empty() {
+            bind(&api, "web-0", "node-a");
+        }
+        mark_ready(&api, "web-0");
+        jsonpath(&api, &["pod", "web-0"], "{.spec.containers[0].image}") == "busybox:1.36"
+            && jsonpath(
+                &api,
+                &["sts", "web"],
+                "{.status.readyReplicas}/{.status.updatedReplicas}",
+            ) == "1/1"
+    });
+    api.k(&["rollout", "status", "statefulset/web", "--timeout=20s"]);
+    let now = jsonpath(&api, &["sts", "web"], "{.status.currentRevision}");
+    assert_ne!(now, revision);
+    let events = get(
+        &api,
+        &[
+            "get",
+            "events",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ],
+    );
+    for want in [
+        "SuccessfulCreate: create Pod web-0 in StatefulSet web successful",
+        "SuccessfulCreate: create Claim www-web-0 Pod web-0 in StatefulSet web success",
+        "SuccessfulDelete: delete Pod web-2 in StatefulSet web successful",
+    ] {
+        assert!(events.contains(want), "{want}: {events}");
+    }
     assert!(!kcm.log().contains("panicked"), "{}", kcm.log());
 }
 
