@@ -7,14 +7,16 @@
 //! the root CA it publishes and its serving certificate. Serving, delegated auth and leader
 //! election are [`crate::common::component`]'s. One file a controller
 //! ([`root_ca`], [`serviceaccount`], [`namespace`], [`replicaset`], [`deployment`],
-//! [`garbagecollector`], [`job`], [`cronjob`], [`ttl_after_finished`]); each is level-triggered and idempotent, so a restart or a second
-//! [`garbagecollector`], [`endpoints`], [`endpointslice`], [`podgc`], [`nodelifecycle`],
-//! [`disruption`]); each is level-triggered and idempotent, so a restart or a second
-//! leader simply converges again.
+//! [`replicationcontroller`], [`daemonset`], [`statefulset`], [`garbagecollector`], [`job`],
+//! [`cronjob`], [`ttl_after_finished`], [`endpoints`], [`endpointslice`], [`podgc`],
+//! [`nodelifecycle`], [`disruption`], [`clusterrole_aggregation`]); each is level-triggered
+//! and idempotent, so a restart or a second leader simply converges again. Each writes as its
+//! own service account ([`credentials`]).
 
 mod clusterrole_aggregation;
 mod credentials;
 mod cronjob;
+mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
@@ -26,8 +28,10 @@ mod namespace;
 mod nodelifecycle;
 mod podgc;
 mod replicaset;
+mod replicationcontroller;
 mod root_ca;
 mod serviceaccount;
+mod statefulset;
 mod ttl_after_finished;
 
 use std::collections::HashMap;
@@ -53,6 +57,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     (namespace::NAME, namespace::ALIAS),
     (replicaset::NAME, replicaset::ALIAS),
     (deployment::NAME, deployment::ALIAS),
+    (replicationcontroller::NAME, replicationcontroller::ALIAS),
+    (daemonset::NAME, daemonset::ALIAS),
+    (statefulset::NAME, statefulset::ALIAS),
     (garbagecollector::NAME, garbagecollector::ALIAS),
     (
         clusterrole_aggregation::NAME,
@@ -101,6 +108,9 @@ pub struct Config {
     pub concurrent_serviceaccount_syncs: u16,
     pub concurrent_replicaset_syncs: u16,
     pub concurrent_deployment_syncs: u16,
+    pub concurrent_rc_syncs: u16,
+    pub concurrent_daemonset_syncs: u16,
+    pub concurrent_statefulset_syncs: u16,
     pub concurrent_gc_syncs: u16,
     pub concurrent_job_syncs: u16,
     pub concurrent_cron_job_syncs: u16,
@@ -146,6 +156,9 @@ impl Config {
             concurrent_serviceaccount_syncs: 5,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_rc_syncs: 5,
+            concurrent_daemonset_syncs: 2,
+            concurrent_statefulset_syncs: 5,
             concurrent_gc_syncs: 20,
             concurrent_job_syncs: 5,
             concurrent_cron_job_syncs: 5,
@@ -205,6 +218,9 @@ impl Config {
                 }
                 "concurrent-replicaset-syncs" => self.concurrent_replicaset_syncs = count()?,
                 "concurrent-deployment-syncs" => self.concurrent_deployment_syncs = count()?,
+                "concurrent-rc-syncs" => self.concurrent_rc_syncs = count()?,
+                "concurrent-daemonset-syncs" => self.concurrent_daemonset_syncs = count()?,
+                "concurrent-statefulset-syncs" => self.concurrent_statefulset_syncs = count()?,
                 "concurrent-gc-syncs" => self.concurrent_gc_syncs = count()?,
                 "concurrent-job-syncs" => self.concurrent_job_syncs = count()?,
                 "concurrent-cron-job-syncs" => self.concurrent_cron_job_syncs = count()?,
@@ -452,6 +468,30 @@ fn start(
         {
             let m = m();
             move |k| clusterrole_aggregation::run(k, m, 5)
+        },
+    );
+    spawn(
+        set_,
+        c,
+        cl,
+        (replicationcontroller::NAME, "replication-controller"),
+        {
+            let (m, n) = (m(), c.concurrent_rc_syncs);
+            move |k| replicationcontroller::run(k, m, n)
+        },
+    );
+    spawn(set_, c, cl, (daemonset::NAME, "daemon-set-controller"), {
+        let (m, n) = (m(), c.concurrent_daemonset_syncs);
+        move |k| daemonset::run(k, m, n)
+    });
+    spawn(
+        set_,
+        c,
+        cl,
+        (statefulset::NAME, "statefulset-controller"),
+        {
+            let (m, n) = (m(), c.concurrent_statefulset_syncs);
+            move |k| statefulset::run(k, m, n)
         },
     );
     spawn(set_, c, cl, (job::NAME, "job-controller"), {

@@ -8,6 +8,10 @@
 //!
 //! Pods are listed from the API server on every sync rather than from a cache, so a burst of
 //! syncs never counts pods it just created as missing (upstream needs expectations for that).
+//!
+//! The sync is generic over [`Replicated`]: the ReplicationController controller
+//! ([`super::replicationcontroller`]) runs this same code, as upstream's replication manager
+//! runs the ReplicaSet controller through a conversion.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
@@ -38,24 +42,72 @@ const BURST_REPLICAS: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaSetError {
-    #[error("replica set {namespace}/{name}: {cause}")]
+    #[error("{kind} {namespace}/{name}: {cause}")]
     Api {
+        kind: &'static str,
         namespace: String,
         name: String,
         cause: kube::Error,
     },
-    #[error("replica set {namespace}/{name}: invalid selector: {cause}")]
+    #[error("{kind} {namespace}/{name}: invalid selector: {cause}")]
     Selector {
+        kind: &'static str,
         namespace: String,
         name: String,
         cause: String,
     },
-    #[error("replica set {namespace}/{name}: {message}")]
+    #[error("{kind} {namespace}/{name}: {message}")]
     FailedCreate {
+        kind: &'static str,
         namespace: String,
         name: String,
         message: String,
     },
+}
+
+/// What the replica-keeping sync reads of its owner: a ReplicaSet, or a ReplicationController
+/// seen as one (its map selector is a `matchLabels` one, its status has the same fields).
+pub(super) trait Replicated:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The controller's name: the source of its events.
+    const CONTROLLER: &'static str;
+    /// The work queue's name in metrics.
+    const QUEUE: &'static str;
+    /// The kind in words, for error messages.
+    const WHAT: &'static str;
+    fn selector(&self) -> Option<LabelSelector>;
+    fn replicas(&self) -> Option<i32>;
+    fn min_ready_seconds(&self) -> Option<i32>;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    fn replica_status(&self) -> Option<ReplicaSetStatus>;
+}
+
+impl Replicated for ReplicaSet {
+    const CONTROLLER: &'static str = NAME;
+    const QUEUE: &'static str = QUEUE;
+    const WHAT: &'static str = "replica set";
+    fn selector(&self) -> Option<LabelSelector> {
+        self.spec.as_ref().map(|s| s.selector.clone())
+    }
+    fn replicas(&self) -> Option<i32> {
+        self.spec.as_ref().and_then(|s| s.replicas)
+    }
+    fn min_ready_seconds(&self) -> Option<i32> {
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn replica_status(&self) -> Option<ReplicaSetStatus> {
+        self.status.clone()
+    }
 }
 
 struct Ctx {
@@ -139,6 +191,19 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
     F: Fn(&K) -> Option<&LabelSelector>,
 {
+    owners_by(store, meta, |k| selector_of(k).cloned())
+}
+
+/// [`owners_of`] for owners whose selector is computed (a ReplicationController's map).
+pub(super) fn owners_by<K, F>(
+    store: &Store<K>,
+    meta: &ObjectMeta,
+    selector_of: F,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    F: Fn(&K) -> Option<LabelSelector>,
+{
     let ns = meta.namespace.clone().unwrap_or_default();
     if let Some(r) = controller_of(meta) {
         return match r.kind == K::kind(&()) && r.api_version == K::api_version(&()) {
@@ -151,12 +216,12 @@ where
         .state()
         .iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
-        .filter(|o| matches!(selector(selector_of(o)), Ok(Some(s)) if s.matches(&labels)))
+        .filter(|o| matches!(selector(selector_of(o).as_ref()), Ok(Some(s)) if s.matches(&labels)))
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }
 
-fn is_ready(pod: &Pod) -> bool {
+pub(super) fn is_ready(pod: &Pod) -> bool {
     ready_since(pod).is_some()
 }
 
@@ -172,7 +237,7 @@ fn ready_since(pod: &Pod) -> Option<Option<k8s_openapi::jiff::Timestamp>> {
 }
 
 /// Seconds until a ready pod counts as available (0: available now); `None` if not ready.
-fn until_available(
+pub(super) fn until_available(
     pod: &Pod,
     min_ready_seconds: i32,
     now: k8s_openapi::jiff::Timestamp,
@@ -186,7 +251,7 @@ fn until_available(
     Some((i64::from(min_ready_seconds) - ready_for).max(0))
 }
 
-fn phase(pod: &Pod) -> &str {
+pub(super) fn phase(pod: &Pod) -> &str {
     pod.status
         .as_ref()
         .and_then(|s| s.phase.as_deref())
@@ -240,12 +305,8 @@ pub(super) fn deletion_rank(pod: &Pod) -> Rank {
 }
 
 /// The pod the ReplicaSet creates from its template.
-fn new_pod(rs: &ReplicaSet) -> Pod {
-    let template = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
+fn new_pod<R: Replicated>(rs: &R) -> Pod {
+    let template = rs.template().cloned().unwrap_or_default();
     let tm = template.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -262,8 +323,9 @@ fn new_pod(rs: &ReplicaSet) -> Pod {
     }
 }
 
-fn api_err(rs: &ReplicaSet) -> impl Fn(kube::Error) -> ReplicaSetError + '_ {
+fn api_err<R: Replicated>(rs: &R) -> impl Fn(kube::Error) -> ReplicaSetError + '_ {
     move |cause| ReplicaSetError::Api {
+        kind: R::WHAT,
         namespace: rs.namespace().unwrap_or_default(),
         name: rs.name_any(),
         cause,
@@ -271,89 +333,103 @@ fn api_err(rs: &ReplicaSet) -> impl Fn(kube::Error) -> ReplicaSetError + '_ {
 }
 
 /// The message upstream puts in FailedCreate: the API error as the client prints it.
-fn error_message(e: &kube::Error) -> String {
+pub(super) fn error_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
     }
 }
 
-/// Claims the pods of `rs` (adopting and releasing as upstream's `ClaimPods`); the active
-/// pods it now controls.
-async fn claim_pods(
-    rs: &ReplicaSet,
+/// Upstream's `ClaimObjects`: adopts orphans that match `sel` and releases objects that no
+/// longer do; the objects `owner` now controls (those being deleted included).
+pub(super) async fn claim<K, T>(
+    owner: &K,
     sel: Option<&Selector>,
-    pods: Vec<Pod>,
-    api: &Api<Pod>,
-) -> Result<Vec<Pod>, ReplicaSetError> {
-    let uid = rs.uid().unwrap_or_default();
-    let deleting = rs.metadata.deletion_timestamp.is_some();
+    objs: Vec<T>,
+    api: &Api<T>,
+) -> Result<Vec<T>, kube::Error>
+where
+    K: Resource<DynamicType = ()>,
+    T: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let uid = owner.uid().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
     let mut claimed = Vec::new();
-    for pod in pods {
-        let matches = sel
-            .is_some_and(|s| s.matches(pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())));
-        match controller_of(&pod.metadata) {
+    for obj in objs {
+        let meta = obj.meta();
+        let matches =
+            sel.is_some_and(|s| s.matches(meta.labels.as_ref().unwrap_or(&BTreeMap::new())));
+        match controller_of(meta) {
             Some(r) if r.uid == uid => {
-                if matches || pod.metadata.deletion_timestamp.is_some() {
-                    claimed.push(pod);
+                if matches || meta.deletion_timestamp.is_some() {
+                    claimed.push(obj);
                 } else if !deleting {
-                    let patch = release_patch(&uid, &pod.metadata);
+                    let patch = release_patch(&uid, meta);
                     match api
-                        .patch(&pod.name_any(), &PatchParams::default(), &patch)
+                        .patch(&obj.name_any(), &PatchParams::default(), &patch)
                         .await
                     {
                         Ok(_) => tracing::info!(
-                            pod = pod.name_any(),
-                            "released from replica set {}",
-                            rs.name_any()
+                            object = obj.name_any(),
+                            "released from {} {}",
+                            K::kind(&()),
+                            owner.name_any()
                         ),
                         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                        Err(e) => return Err(api_err(rs)(e)),
+                        Err(e) => return Err(e),
                     }
                 }
             }
             Some(_) => {}
-            None if matches && !deleting && pod.metadata.deletion_timestamp.is_none() => {
-                let patch = adopt_patch(rs, &pod.metadata);
+            None if matches && !deleting && meta.deletion_timestamp.is_none() => {
+                let patch = adopt_patch(owner, meta);
                 match api
-                    .patch(&pod.name_any(), &PatchParams::default(), &patch)
+                    .patch(&obj.name_any(), &PatchParams::default(), &patch)
                     .await
                 {
-                    Ok(p) => claimed.push(p),
+                    Ok(o) => claimed.push(o),
                     Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                    Err(e) => return Err(api_err(rs)(e)),
+                    Err(e) => return Err(e),
                 }
             }
             None => {}
         }
     }
-    Ok(claimed.into_iter().filter(is_active).collect())
+    Ok(claimed)
 }
 
-/// Creates up to `n` pods in doubling batches (upstream's slow start); the pods made, and the
-/// first failure, after which no more batches go.
-async fn create_pods(
-    rs: &ReplicaSet,
-    n: usize,
+/// Creates `pods` (at most [`BURST_REPLICAS`]) in doubling batches (upstream's slow start),
+/// recording `SuccessfulCreate`/`FailedCreate` on `owner` as `controller`; the pods made, and
+/// the first failure, after which no more batches go.
+pub(super) async fn create_pods<K>(
+    owner: &K,
+    controller: &'static str,
+    pods: Vec<Pod>,
     api: &Api<Pod>,
-    ctx: &Ctx,
-) -> (Vec<Pod>, Option<String>) {
-    let pod = new_pod(rs);
+    client: &kube::Client,
+) -> (Vec<Pod>, Option<String>)
+where
+    K: Resource<DynamicType = ()>,
+{
     let mut made = Vec::new();
-    let mut left = n.min(BURST_REPLICAS);
+    let mut left: std::collections::VecDeque<Pod> = pods.into_iter().take(BURST_REPLICAS).collect();
     let mut batch = 1;
-    let pp = PostParams::default();
-    while left > 0 {
-        let size = batch.min(left);
-        let results = futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
+    let pp = &PostParams::default();
+    while !left.is_empty() {
+        let size = batch.min(left.len());
+        let results = futures::future::join_all(
+            left.drain(..size)
+                .map(|p| async move { api.create(pp, &p).await }),
+        )
+        .await;
         let mut failure = None;
         for r in results {
             match r {
                 Ok(p) => {
                     events::record(
-                        &ctx.client,
-                        NAME,
-                        rs,
+                        client,
+                        controller,
+                        owner,
                         true,
                         "SuccessfulCreate",
                         &format!("Created pod: {}", p.name_any()),
@@ -364,9 +440,9 @@ async fn create_pods(
                 Err(e) => {
                     let msg = error_message(&e);
                     events::record(
-                        &ctx.client,
-                        NAME,
-                        rs,
+                        client,
+                        controller,
+                        owner,
                         false,
                         "FailedCreate",
                         &format!("Error creating: {msg}"),
@@ -379,22 +455,25 @@ async fn create_pods(
         if failure.is_some() {
             return (made, failure);
         }
-        left -= size;
         batch *= 2;
     }
     (made, None)
 }
 
-async fn delete_pods(
-    rs: &ReplicaSet,
-    mut pods: Vec<Pod>,
-    n: usize,
+/// Deletes `pods` (at most [`BURST_REPLICAS`]), recording `SuccessfulDelete`/`FailedDelete` on
+/// `owner` as `controller`; the names gone (or already gone).
+pub(super) async fn delete_pods<K>(
+    owner: &K,
+    controller: &'static str,
+    pods: Vec<Pod>,
     api: &Api<Pod>,
-    ctx: &Ctx,
-) -> Result<Vec<String>, ReplicaSetError> {
-    pods.sort_by_cached_key(deletion_rank);
+    client: &kube::Client,
+) -> Result<Vec<String>, kube::Error>
+where
+    K: Resource<DynamicType = ()>,
+{
     let mut gone = Vec::new();
-    for pod in pods.into_iter().take(n.min(BURST_REPLICAS)) {
+    for pod in pods.into_iter().take(BURST_REPLICAS) {
         let name = pod.name_any();
         let dp = DeleteParams {
             preconditions: Some(kube::api::Preconditions {
@@ -406,9 +485,9 @@ async fn delete_pods(
         match api.delete(&name, &dp).await {
             Ok(_) => {
                 events::record(
-                    &ctx.client,
-                    NAME,
-                    rs,
+                    client,
+                    controller,
+                    owner,
                     true,
                     "SuccessfulDelete",
                     &format!("Deleted pod: {name}"),
@@ -419,15 +498,15 @@ async fn delete_pods(
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => gone.push(name),
             Err(e) => {
                 events::record(
-                    &ctx.client,
-                    NAME,
-                    rs,
+                    client,
+                    controller,
+                    owner,
                     false,
                     "FailedDelete",
                     &format!("Error deleting: {}", error_message(&e)),
                 )
                 .await;
-                return Err(api_err(rs)(e));
+                return Err(e);
             }
         }
     }
@@ -436,20 +515,19 @@ async fn delete_pods(
 
 /// The status upstream's `calculateStatus` reports, and when to look again for pods that
 /// become available after `minReadySeconds`.
-fn calculate_status(
-    rs: &ReplicaSet,
+fn calculate_status<R: Replicated>(
+    rs: &R,
     pods: &[Pod],
     failure: Option<&str>,
 ) -> (ReplicaSetStatus, Option<Duration>) {
-    let spec = rs.spec.as_ref();
-    let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
-    let template_labels = spec
-        .and_then(|s| s.template.as_ref())
+    let min_ready = rs.min_ready_seconds().unwrap_or(0);
+    let template_labels = rs
+        .template()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now();
-    let mut status = rs.status.clone().unwrap_or_default();
+    let mut status = rs.replica_status().unwrap_or_default();
     let (mut fully, mut ready, mut available) = (0, 0, 0);
     let mut recheck: Option<i64> = None;
     for p in pods {
@@ -473,7 +551,7 @@ fn calculate_status(
     status.fully_labeled_replicas = Some(fully);
     status.ready_replicas = Some(ready);
     status.available_replicas = Some(available);
-    status.observed_generation = rs.metadata.generation;
+    status.observed_generation = rs.meta().generation;
     let mut conds: Vec<ReplicaSetCondition> = status.conditions.take().unwrap_or_default();
     match failure {
         Some(msg) => {
@@ -500,14 +578,13 @@ fn calculate_status(
     (status, recheck.map(|s| Duration::from_secs(s as u64 + 1)))
 }
 
-async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Option<Duration>, ReplicaSetError> {
+async fn sync<R: Replicated>(rs: &R, ctx: &Ctx) -> Result<Option<Duration>, ReplicaSetError> {
     let ns = rs.namespace().unwrap_or_default();
-    let sel = selector(rs.spec.as_ref().map(|s| &s.selector)).map_err(|cause| {
-        ReplicaSetError::Selector {
-            namespace: ns.clone(),
-            name: rs.name_any(),
-            cause,
-        }
+    let sel = selector(rs.selector().as_ref()).map_err(|cause| ReplicaSetError::Selector {
+        kind: R::WHAT,
+        namespace: ns.clone(),
+        name: rs.name_any(),
+        cause,
     })?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let all = api
@@ -515,35 +592,41 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Option<Duration>, ReplicaSet
         .await
         .map_err(api_err(rs))?
         .items;
-    let mut pods = claim_pods(rs, sel.as_ref(), all, &api).await?;
+    let mut pods: Vec<Pod> = claim(rs, sel.as_ref(), all, &api)
+        .await
+        .map_err(api_err(rs))?
+        .into_iter()
+        .filter(is_active)
+        .collect();
     let mut failure = None;
-    if rs.metadata.deletion_timestamp.is_none() && sel.is_some() {
-        let want = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as usize;
+    if rs.meta().deletion_timestamp.is_none() && sel.is_some() {
+        let want = rs.replicas().unwrap_or(1).max(0) as usize;
         // Status counts what this sync changed: the pods made, not those being deleted.
         if pods.len() < want {
-            let (made, failed) = create_pods(rs, want - pods.len(), &api, ctx).await;
+            let new = vec![new_pod(rs); want - pods.len()];
+            let (made, failed) = create_pods(rs, R::CONTROLLER, new, &api, &ctx.client).await;
             pods.extend(made);
             failure = failed;
         } else if pods.len() > want {
-            let gone = delete_pods(rs, pods.clone(), pods.len() - want, &api, ctx).await?;
+            let mut surplus = pods.clone();
+            surplus.sort_by_cached_key(deletion_rank);
+            surplus.truncate(pods.len() - want);
+            let gone = delete_pods(rs, R::CONTROLLER, surplus, &api, &ctx.client)
+                .await
+                .map_err(api_err(rs))?;
             pods.retain(|p| !gone.contains(&p.name_any()));
         }
     }
     let (status, recheck) = calculate_status(rs, &pods, failure.as_deref());
-    if rs.status.as_ref() != Some(&status) {
-        let rss: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    if rs.replica_status().as_ref() != Some(&status) {
+        let owners: Api<R> = Api::namespaced(ctx.client.clone(), &ns);
         let mut body = serde_json::to_value(&status).unwrap_or_default();
         // A merge patch keeps what it does not name: a cleared condition list must be null.
         if status.conditions.is_none() {
             body["conditions"] = json!(null);
         }
         let patch = json!({"status": body});
-        match rss
+        match owners
             .patch_status(
                 &rs.name_any(),
                 &PatchParams::default(),
@@ -558,6 +641,7 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Option<Duration>, ReplicaSet
     }
     match failure {
         Some(message) => Err(ReplicaSetError::FailedCreate {
+            kind: R::WHAT,
             namespace: ns,
             name: rs.name_any(),
             message,
@@ -566,38 +650,46 @@ async fn sync(rs: &ReplicaSet, ctx: &Ctx) -> Result<Option<Duration>, ReplicaSet
     }
 }
 
-fn key(rs: &ReplicaSet) -> String {
+fn key<R: Replicated>(rs: &R) -> String {
     format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, ReplicaSetError> {
-    let result = sync(&rs, &ctx).await;
-    ctx.backoff.settle(NAME, &key(&rs), result)
+async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Action, ReplicaSetError> {
+    let result = sync(rs.as_ref(), &ctx).await;
+    ctx.backoff.settle(R::CONTROLLER, &key(rs.as_ref()), result)
 }
 
-fn error_policy(rs: Arc<ReplicaSet>, e: &ReplicaSetError, ctx: Arc<Ctx>) -> Action {
-    ctx.backoff.retry(&key(&rs), "replica set sync failed", e)
+fn error_policy<R: Replicated>(rs: Arc<R>, e: &ReplicaSetError, ctx: Arc<Ctx>) -> Action {
+    ctx.backoff
+        .retry(&key(rs.as_ref()), "replica sync failed", e)
 }
 
 /// Runs until the watch streams end (they do not, short of shutdown).
 pub async fn run(client: kube::Client, metrics: Arc<Metrics>, concurrency: u16) {
-    let rss: Api<ReplicaSet> = Api::all(client.clone());
+    run_for::<ReplicaSet>(client, metrics, concurrency).await;
+}
+
+/// Runs the controller of one [`Replicated`] kind.
+pub(super) async fn run_for<R: Replicated>(
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    concurrency: u16,
+) {
+    let owners: Api<R> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Ctx {
         client,
-        backoff: Backoff::new(QUEUE, metrics),
+        backoff: Backoff::new(R::QUEUE, metrics),
     });
-    let controller = Controller::new(rss, watcher::Config::default());
+    let controller = Controller::new(owners, watcher::Config::default());
     let store = controller.store();
     controller
         .watches(pods, watcher::Config::default(), move |pod| {
-            owners_of(&store, &pod.metadata, |rs: &ReplicaSet| {
-                rs.spec.as_ref().map(|s| &s.selector)
-            })
+            owners_by(&store, &pod.metadata, |r: &R| r.selector())
         })
         .with_config(RunConfig::default().concurrency(concurrency))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| log_outcome(NAME, r))
+        .run(reconcile::<R>, error_policy::<R>, ctx)
+        .for_each(|r| log_outcome(R::CONTROLLER, r))
         .await;
 }
 

@@ -7,7 +7,7 @@
 //! through; talks to the cluster only through the API server, never to the datastore or the
 //! kubelet. Serving, delegated auth and leader election are [`crate::common::component`]'s.
 
-mod plugins;
+pub(crate) mod plugins;
 mod queue;
 
 use std::collections::BTreeMap;

@@ -289,7 +289,7 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo, all: &[NodeInfo]) -> Vec<Reason> {
     Vec::new()
 }
 
-fn node_name(pod: &PodInfo, node: &NodeInfo) -> Vec<Reason> {
+pub(crate) fn node_name(pod: &PodInfo, node: &NodeInfo) -> Vec<Reason> {
     match pod.pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
         Some(n) if !n.is_empty() && n != node.name() => {
             vec![unresolvable("node(s) didn't match the requested node name")]
@@ -341,7 +341,7 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-fn taint_toleration(pod: &PodInfo, node: &NodeInfo) -> Vec<Reason> {
+pub(crate) fn taint_toleration(pod: &PodInfo, node: &NodeInfo) -> Vec<Reason> {
     let taints = node
         .node
         .spec
@@ -404,7 +404,7 @@ fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
         })
 }
 
-fn node_affinity(pod: &PodInfo, node: &NodeInfo) -> Vec<Reason> {
+pub(crate) fn node_affinity(pod: &PodInfo, node: &NodeInfo) -> Vec<Reason> {
     let spec = pod.pod.spec.as_ref();
     let labels = node.labels();
     let selector_ok = spec

@@ -19,6 +19,7 @@ mod pods;
 mod rbac;
 mod refresh;
 mod services;
+mod sets;
 mod supervisor;
 mod tls;
 mod util;

@@ -365,6 +365,7 @@ fn pods_run_on_containerd_end_to_end() {
     deployment_runs_and_rolls(&c);
     crate::jobs::job_runs_on_the_node(&c);
     crate::services::endpoint_slice_lists_running_pods(&c);
+    crate::sets::daemonset_runs_on_the_node(&c);
     hooks_claims_and_updates(&c);
     init_security_and_downward(&c);
     restarted_kubelet_adopts(&c);
