@@ -721,14 +721,7 @@ async fn write_status(
         "observedGeneration": status.observed_generation,
         "collisionCount": status.collision_count,
     }});
-    match api
-        .patch_status(
-            &ds.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&body),
-        )
-        .await
-    {
+    match super::update_merged(&api, ds, &body, true).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),

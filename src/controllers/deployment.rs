@@ -513,9 +513,7 @@ impl Sync<'_> {
                 status.collision_count = Some(status.collision_count.unwrap_or(0) + 1);
                 let p = json!({"status": {"collisionCount": status.collision_count}});
                 let deploys: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-                let _ = deploys
-                    .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&p))
-                    .await;
+                let _ = super::update_merged(&deploys, &self.d, &p, true).await;
                 return Err(DeploymentError::Collision {
                     namespace: self.ns.clone(),
                     name: self.name.clone(),
@@ -586,8 +584,7 @@ impl Sync<'_> {
         }
         let deploys: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let p = json!({"metadata": {"annotations": {REVISION: rev}}});
-        deploys
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&p))
+        super::update_merged(&deploys, &self.d, &p, false)
             .await
             .map_err(|e| self.err(e))?;
         self.d
@@ -810,10 +807,7 @@ impl Sync<'_> {
         let status = status.or_else(|| self.d.status.clone()).unwrap_or_default();
         let deploys: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let p = json!({"status": status});
-        match deploys
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&p))
-            .await
-        {
+        match super::update_merged(&deploys, &self.d, &p, true).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(self.err(e)),

@@ -18,7 +18,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Config as RunConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -364,14 +364,7 @@ async fn sync(pdb: &PodDisruptionBudget, ctx: &Ctx) -> Result<Option<Duration>, 
             body["disruptedPods"] = json!(null);
         }
         let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .patch_status(
-                &pdb.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": body})),
-            )
-            .await
-        {
+        match super::update_merged(&api, pdb, &json!({"status": body}), true).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(api_err(pdb)(e)),

@@ -398,6 +398,47 @@ pub async fn run(config: Config) -> Result<(), ControllerError> {
     Ok(())
 }
 
+/// Writes a JSON merge patch of `obj` as an update (PUT) of the object or, with `status`, of
+/// its status subresource: upstream's controllers update rather than patch, and their roles
+/// grant no more. The cached object's resourceVersion makes it conditional; on a conflict the
+/// patch is applied once more to a fresh read.
+pub async fn update_merged<K>(
+    api: &kube::Api<K>,
+    obj: &K,
+    patch: &serde_json::Value,
+    status: bool,
+) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::ResourceExt;
+    let merged = |base: &K| -> Result<K, kube::Error> {
+        let mut v = serde_json::to_value(base).map_err(kube::Error::SerdeError)?;
+        json_patch::merge(&mut v, patch);
+        serde_json::from_value(v).map_err(kube::Error::SerdeError)
+    };
+    let name = obj.name_any();
+    let put = |body: K| {
+        let name = name.clone();
+        async move {
+            let pp = kube::api::PostParams::default();
+            if status {
+                api.replace_status(&name, &pp, &body).await
+            } else {
+                api.replace(&name, &pp, &body).await
+            }
+        }
+    };
+    match put(merged(obj)?).await {
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            // The object itself, not `/status`: the roles grant `get` on the resource only.
+            let fresh = api.get(&name).await?;
+            put(merged(&fresh)?).await
+        }
+        r => r,
+    }
+}
+
 /// Spawns a controller when `--controllers` enables it, with the client of its service
 /// account (see [`credentials`]).
 fn spawn<F, Fut>(

@@ -71,6 +71,7 @@ pub(super) trait Replicated:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + Clone
     + serde::de::DeserializeOwned
+    + serde::Serialize
     + std::fmt::Debug
     + Send
     + Sync
@@ -626,14 +627,7 @@ async fn sync<R: Replicated>(rs: &R, ctx: &Ctx) -> Result<Option<Duration>, Repl
             body["conditions"] = json!(null);
         }
         let patch = json!({"status": body});
-        match owners
-            .patch_status(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
+        match super::update_merged(&owners, rs, &patch, true).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
             Err(e) => return Err(api_err(rs)(e)),

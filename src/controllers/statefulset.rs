@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Config as RunConfig, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -403,14 +403,7 @@ async fn write_status(
     let api: Api<StatefulSet> =
         Api::namespaced(client.clone(), &sts.namespace().unwrap_or_default());
     let patch = json!({"status": status});
-    match api
-        .patch_status(
-            &sts.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    match super::update_merged(&api, sts, &patch, true).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),

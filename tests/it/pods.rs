@@ -3,6 +3,7 @@
 //! `mk8sbr0` bridge and its address range), torn down by `mk8s stop` even on failure.
 //! `kubectl exec`, `attach` and `port-forward` (and the Python client's exec and
 //! port-forward) go through the API server, the kubelet and containerd's streaming server.
+//! The cluster runs with `mk8s enable rbac` (RBAC and Node authorizers).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
@@ -163,6 +164,10 @@ fn pods_run_on_containerd_end_to_end() {
     let c = Cluster::new();
     let out = c.mk8s(&["start"]);
     assert!(out.status.success(), "start: {out:?}");
+    // Everything below runs under RBAC and the Node authorizer, as a hardened cluster would:
+    // each component must get by with its own identity's permissions.
+    let out = c.ok(&["enable", "rbac"]);
+    assert!(out.ends_with("rbac is enabled\n"), "{out}");
     let archive = c.common.join("busybox.tar");
     let built = Command::new("bash")
         .arg(concat!(
