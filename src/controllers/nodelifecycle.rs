@@ -334,7 +334,9 @@ impl NodeLifecycle {
                 .await;
             }
         }
-        if ready_status(&node) != "True" {
+        // A node that never posted Ready is left alone until its startup grace ends (upstream
+        // marks pods only once the node has a Ready condition that is not True).
+        if condition(&node, "Ready").is_some() && ready_status(&node) != "True" {
             self.mark_pods_not_ready(&name).await?;
         }
         self.taint(&node).await?;

@@ -475,7 +475,7 @@ fn quiet_nodes_are_tainted_and_orphans_collected() {
     });
 
     // The pod bound to a node that does not exist is collected after the 40 s quarantine.
-    eventually(Duration::from_secs(90), "orphan collected", || {
+    eventually(Duration::from_secs(150), "orphan collected", || {
         std::thread::sleep(Duration::from_millis(500));
         stdout(&api, &["get", "pod", "orphan"]).is_none()
     });
