@@ -156,6 +156,20 @@ pub(crate) fn stdout(api: &Api, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// kubectl's stdout, empty when it fails (for polling).
+pub(crate) fn get(api: &Api, args: &[&str]) -> String {
+    stdout(api, args).unwrap_or_default()
+}
+
+/// `kubectl get <what> -o jsonpath=<path>`.
+pub(crate) fn jsonpath(api: &Api, what: &[&str], path: &str) -> String {
+    let p = format!("jsonpath={path}");
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend(["-o", p.as_str()]);
+    get(api, &args)
+}
+
 fn holder(api: &Api) -> String {
     stdout(
         api,

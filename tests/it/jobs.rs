@@ -7,22 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::apiserver::Api;
 use crate::cluster::Cluster;
-use crate::controllers::{Kcm, eventually, stdout};
+use crate::controllers::{Kcm, eventually, get, jsonpath, stdout};
 use crate::etcd::Kind;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn get(api: &Api, args: &[&str]) -> String {
-    stdout(api, args).unwrap_or_default()
-}
-
-fn jsonpath(api: &Api, what: &[&str], path: &str) -> String {
-    let p = format!("jsonpath={path}");
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend(["-o", p.as_str()]);
-    get(api, &args)
-}
 
 /// `name phase deleting` of every pod of a job.
 fn job_pods(api: &Api, job: &str) -> Vec<(String, String, bool)> {

@@ -6,14 +6,10 @@
 use std::time::Duration;
 
 use crate::apiserver::Api;
-use crate::controllers::{Kcm, eventually, stdout};
+use crate::controllers::{Kcm, eventually, get, jsonpath, stdout};
 use crate::etcd::Kind;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn get(api: &Api, args: &[&str]) -> String {
-    stdout(api, args).unwrap_or_default()
-}
 
 /// Names of the pods matching `selector`, not being deleted.
 fn pods(api: &Api, selector: &str) -> Vec<String> {
@@ -72,14 +68,6 @@ fn ready_until(api: &Api, selector: &str, what: &str, mut check: impl FnMut() ->
         mark_ready(api, selector);
         check()
     });
-}
-
-fn jsonpath(api: &Api, what: &[&str], path: &str) -> String {
-    let p = format!("jsonpath={path}");
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend(["-o", p.as_str()]);
-    get(api, &args)
 }
 
 fn replica_sets(api: &Api, selector: &str) -> Vec<(String, String, String)> {
