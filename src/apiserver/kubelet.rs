@@ -62,6 +62,10 @@ pub struct KubeletClient {
     /// For `insecureSkipTLSVerifyBackend=true`: the client certificate without verifying the
     /// kubelet.
     insecure: Arc<rustls::ClientConfig>,
+    /// For `services/proxy` and `pods/proxy` over `https:`: no client certificate (the kubelet's
+    /// is not for pods) and no verification (a pod's certificate is its own), as upstream's
+    /// proxy transport.
+    pub(super) backends: Arc<rustls::ClientConfig>,
 }
 
 impl KubeletClient {
@@ -113,10 +117,18 @@ impl KubeletClient {
                 "no --kubelet-certificate-authority is configured to verify kubelets with".into(),
             ),
         };
+        let mut backends = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ApiServerError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())))
+            .with_no_client_auth();
+        backends.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             verified,
             unverified,
             insecure: Arc::new(build(None)?),
+            backends: Arc::new(backends),
         })
     }
 }
@@ -316,7 +328,7 @@ fn encode_query<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
 }
 
 /// Go's `url.QueryEscape`.
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
@@ -504,7 +516,7 @@ fn unreachable(url: &str, why: String) -> ApiError {
 }
 
 /// Go's wording for a failed dial.
-fn dial_error(addr: &str, e: &std::io::Error) -> String {
+pub(super) fn dial_error(addr: &str, e: &std::io::Error) -> String {
     let what = match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
         std::io::ErrorKind::TimedOut => "i/o timeout".to_string(),
@@ -623,7 +635,7 @@ async fn error_text(mut body: Incoming) -> String {
 
 /// A response body relaying a kubelet's, chunk by chunk as it arrives (so a followed log
 /// reaches the client at once); ends when either side goes away.
-fn relay(mut body: Incoming) -> Body {
+pub(super) fn relay(mut body: Incoming) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         loop {

@@ -21,6 +21,7 @@ mod openapi;
 mod patch;
 mod pbschema;
 mod protobuf;
+mod proxy;
 mod rbac;
 mod registry;
 mod resources;

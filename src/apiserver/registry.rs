@@ -91,6 +91,8 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
                 [] => t(res, Some(ns), None, None),
                 [name] => t(res, Some(ns), Some(name), None),
                 [name, sub] => t(res, Some(ns), Some(name), Some(sub)),
+                // `services|pods/<name>/proxy/<path…>`: the path is the proxied one's.
+                [name, "proxy", _, ..] => t(res, Some(ns), Some(name), Some("proxy")),
                 _ => return None,
             }
         }
@@ -141,6 +143,7 @@ async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -
     let watch = watch_path || (!connect && req.flag("watch")?);
     let verb = match (&req.method, t.name.is_some()) {
         (&Method::GET, _) if watch => "watch",
+        (&Method::HEAD, true) if connect => "get",
         (&Method::GET, true) => "get",
         (&Method::GET, false) => "list",
         (&Method::POST, false) => "create",
@@ -203,7 +206,13 @@ async fn dispatch(state: &Arc<State>, req: &Req, t: &Target, watch_path: bool) -
     }
     match t.sub.as_deref() {
         Some("log") => return super::kubelet::pod_log(state, req, t).await,
-        Some("proxy") => return super::kubelet::node_proxy(state, req, t).await,
+        Some("proxy") => {
+            return match t.res.plural {
+                "services" => super::proxy::service_proxy(state, req, t).await,
+                "pods" => super::proxy::pod_proxy(state, req, t).await,
+                _ => super::kubelet::node_proxy(state, req, t).await,
+            };
+        }
         Some("exec" | "attach" | "portforward") => {
             return super::kubelet::pod_stream(state, req, t).await;
         }

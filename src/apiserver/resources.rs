@@ -62,7 +62,11 @@ impl Resource {
             "exec" => ("", "v1", "PodExecOptions"),
             "attach" => ("", "v1", "PodAttachOptions"),
             "portforward" => ("", "v1", "PodPortForwardOptions"),
-            "proxy" => ("", "v1", "NodeProxyOptions"),
+            "proxy" => match self.plural {
+                "pods" => ("", "v1", "PodProxyOptions"),
+                "services" => ("", "v1", "ServiceProxyOptions"),
+                _ => ("", "v1", "NodeProxyOptions"),
+            },
             _ => (self.group, self.version, self.kind),
         }
     }
@@ -136,13 +140,13 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Node", "nodes", "node", CLUSTER, &["no"], NONE, &["proxy", "status"], "minions", false),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", NS, &["pvc"], NONE, &["status"], "persistentvolumeclaims", false),
     res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", CLUSTER, &["pv"], NONE, &["status"], "persistentvolumes", false),
-    res!("", "v1", "Pod", "pods", "pod", NS, &["po"], ALL, &["attach", "binding", "exec", "log", "portforward", "status"], "pods", false),
+    res!("", "v1", "Pod", "pods", "pod", NS, &["po"], ALL, &["attach", "binding", "exec", "log", "portforward", "proxy", "status"], "pods", false),
     res!("", "v1", "PodTemplate", "podtemplates", "podtemplate", NS, NONE, NONE, NONE, "podtemplates", false),
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", NS, &["rc"], ALL, &["scale", "status"], "controllers", true),
     res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", NS, &["quota"], NONE, &["status"], "resourcequotas", false),
     res!("", "v1", "Secret", "secrets", "secret", NS, NONE, NONE, NONE, "secrets", false),
     res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", NS, &["sa"], NONE, &["token"], "serviceaccounts", false),
-    res!("", "v1", "Service", "services", "service", NS, &["svc"], ALL, &["status"], "services/specs", false),
+    res!("", "v1", "Service", "services", "service", NS, &["svc"], ALL, &["proxy", "status"], "services/specs", false),
     res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", NS, NONE, NONE, NONE, "controllerrevisions", false),
     res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", NS, &["ds"], ALL, &["status"], "daemonsets", true),
     res!("apps", "v1", "Deployment", "deployments", "deployment", NS, &["deploy"], ALL, &["scale", "status"], "deployments", true),

@@ -40,13 +40,31 @@ pub struct Addon {
 pub const ADDONS: &[Addon] = &[Addon {
     name: "rbac",
     description: "Role-Based Access Control for authorisation",
-    flags: &[FlagChange {
-        component: "apiserver",
-        args_file: "kube-apiserver",
-        flag: "authorization-mode",
-        enabled: "RBAC,Node",
-        disabled: "AlwaysAllow",
-    }],
+    flags: &[
+        FlagChange {
+            component: "apiserver",
+            args_file: "kube-apiserver",
+            flag: "authorization-mode",
+            enabled: "RBAC,Node",
+            disabled: "AlwaysAllow",
+        },
+        // The kubelet's API is locked down with the rest: callers need `nodes/proxy`,
+        // `nodes/stats`… (asked of the API server), and may bring a token instead of a cert.
+        FlagChange {
+            component: "kubelet",
+            args_file: "kubelet",
+            flag: "authorization-mode",
+            enabled: "Webhook",
+            disabled: "AlwaysAllow",
+        },
+        FlagChange {
+            component: "kubelet",
+            args_file: "kubelet",
+            flag: "authentication-token-webhook",
+            enabled: "true",
+            disabled: "false",
+        },
+    ],
 }];
 
 fn flag_value(paths: &Paths, f: &FlagChange) -> Option<String> {

@@ -19,6 +19,8 @@ mod pods;
 mod probes;
 mod runtime;
 pub mod server;
+/// The delegated authenticator/authorizer, a sibling of `server` (which names it `super::auth`).
+use crate::common::component::auth;
 pub mod stats;
 mod volumes;
 
@@ -87,6 +89,11 @@ pub struct Config {
     pub node_labels: Vec<(String, String)>,
     /// `--sync-frequency`: how often volumes (configMaps, secrets, tokens) are re-read.
     pub sync_frequency: Duration,
+    /// `--authorization-mode=Webhook`: every request on the API port is authorized by a
+    /// SubjectAccessReview (`AlwaysAllow`, the flag's default, authorizes nothing).
+    pub authorization_webhook: bool,
+    /// `--authentication-token-webhook`: bearer tokens are accepted, by TokenReview.
+    pub authentication_token_webhook: bool,
 }
 
 /// Upstream kubelet flags accepted for compatibility with MicroK8s args files, with no
@@ -96,8 +103,6 @@ const ACCEPTED_UNUSED: &[&str] = &[
     "fail-swap-on",
     "container-runtime",
     "anonymous-auth",
-    "authentication-token-webhook",
-    "authorization-mode",
     "eviction-hard",
     "serialize-image-pulls",
     "feature-gates",
@@ -141,6 +146,8 @@ pub fn load_config(paths: &Paths, cli: &[String]) -> Result<Config, KubeletError
         max_pods: node::DEFAULT_MAX_PODS,
         node_labels: vec![],
         sync_frequency: Duration::from_secs(60),
+        authorization_webhook: false,
+        authentication_token_webhook: false,
     };
     for f in &flags {
         match f.name.as_str() {
@@ -162,6 +169,30 @@ pub fn load_config(paths: &Paths, cli: &[String]) -> Result<Config, KubeletError
             "cluster-domain" => c.cluster_domain = f.value.clone(),
             "resolv-conf" => c.resolv_conf = PathBuf::from(&f.value),
             "max-pods" => c.max_pods = parse(f)?,
+            "authorization-mode" => {
+                c.authorization_webhook = match f.value.as_str() {
+                    "Webhook" => true,
+                    "AlwaysAllow" => false,
+                    _ => {
+                        return Err(ArgsError::Invalid {
+                            origin: f.origin.clone(),
+                            flag: f.name.clone(),
+                            value: f.value.clone(),
+                            why: "must be AlwaysAllow or Webhook".into(),
+                        }
+                        .into());
+                    }
+                }
+            }
+            "authentication-token-webhook" => {
+                c.authentication_token_webhook = crate::common::component::parse_bool(&f.value)
+                    .ok_or_else(|| ArgsError::Invalid {
+                        origin: f.origin.clone(),
+                        flag: f.name.clone(),
+                        value: f.value.clone(),
+                        why: "must be true or false".into(),
+                    })?
+            }
             "sync-frequency" => {
                 c.sync_frequency =
                     args::parse_duration(&f.value).map_err(|why| ArgsError::Invalid {
@@ -407,8 +438,20 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
         client_ca_file: config.client_ca_file.clone(),
         pod_logs_dir: config.pod_logs_dir.clone(),
         node_name: facts.name.clone(),
+        accept_tokens: config.authentication_token_webhook,
     };
-    let serving = server::serve(server_config, shared.clone());
+    // Reviews are asked as the kubelet itself (`system:node:<name>` may create both kinds).
+    let delegated =
+        (config.authorization_webhook || config.authentication_token_webhook).then(|| {
+            Arc::new(crate::common::component::auth::Delegated::new(
+                shared.client.clone(),
+            ))
+        });
+    let auth = server::Auth {
+        delegated,
+        authorize: config.authorization_webhook,
+    };
+    let serving = server::serve(server_config, shared.clone(), auth);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| KubeletError::Server(e.to_string()))?;
     tokio::select! {

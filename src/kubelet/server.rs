@@ -47,6 +47,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use super::auth::{Access, Delegated, Verdict, cert_user};
 use super::logs::{self, LogFile, LogOptions, StillRunning};
 
 /// A client that has not finished its TLS handshake by then is dropped.
@@ -108,6 +109,18 @@ pub struct ServerConfig {
     pub pod_logs_dir: PathBuf,
     /// The node's name (the `kubelet_node_name` metric).
     pub node_name: String,
+    /// `--authentication-token-webhook`: a client certificate is optional at the handshake, a
+    /// bearer token reviewed by the API server standing in for it.
+    pub accept_tokens: bool,
+}
+
+/// Who may use the API port beyond holding a client certificate.
+#[derive(Default)]
+pub struct Auth {
+    /// Asks the API server (TokenReview, SubjectAccessReview); `None` when neither is on.
+    pub delegated: Option<Arc<Delegated>>,
+    /// `--authorization-mode=Webhook`: each request is authorized as `nodes/<subresource>`.
+    pub authorize: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +155,7 @@ impl Port {
 struct Shared {
     cfg: ServerConfig,
     src: Arc<dyn PodSource>,
+    auth: Auth,
     /// `kubelet_http_requests_total` by (method, path bucket, server type).
     requests: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
 }
@@ -149,7 +163,11 @@ struct Shared {
 /// Runs the three servers until the future is dropped; fails only if one cannot start.
 /// Every connection is owned by the future, so dropping it closes them all (except streaming
 /// sessions already switched to another protocol, which run until either end closes).
-pub async fn serve(cfg: ServerConfig, src: Arc<dyn PodSource>) -> Result<(), KubeletServerError> {
+pub async fn serve(
+    cfg: ServerConfig,
+    src: Arc<dyn PodSource>,
+    auth: Auth,
+) -> Result<(), KubeletServerError> {
     let tls = TlsAcceptor::from(Arc::new(tls_config(&cfg)?));
     let secure = bind(SocketAddr::new(cfg.address, cfg.port)).await?;
     let read_only = match cfg.read_only_port {
@@ -167,6 +185,7 @@ pub async fn serve(cfg: ServerConfig, src: Arc<dyn PodSource>) -> Result<(), Kub
     let shared = Arc::new(Shared {
         cfg,
         src,
+        auth,
         requests: Mutex::new(BTreeMap::new()),
     });
     tokio::join!(
@@ -196,9 +215,14 @@ fn tls_config(cfg: &ServerConfig) -> Result<rustls::ServerConfig, KubeletServerE
         roots.add(c).map_err(|e| err(&cfg.client_ca_file, &e))?;
     }
     // No `allow_unauthenticated`: a client without a certificate from the CA never gets in.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| err(&cfg.client_ca_file, &e))?;
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if cfg.accept_tokens {
+        // A caller may present a bearer token instead; the request is refused (401) unless
+        // one of the two names it.
+        builder = builder.allow_unauthenticated();
+    }
+    let verifier = builder.build().map_err(|e| err(&cfg.client_ca_file, &e))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.tls_cert_file)
         .map_err(|e| err(&cfg.tls_cert_file, &e))?
         .collect::<Result<_, _>>()
@@ -240,14 +264,22 @@ async fn accept_loop(
                     Some(acceptor) => {
                         conns.spawn(async move {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                                Ok(Ok(stream)) => serve_connection(stream, shared, port).await,
+                                Ok(Ok(stream)) => {
+                                    let peer = stream
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|c| c.first())
+                                        .map(|c| Arc::new(c.clone().into_owned()));
+                                    serve_connection(stream, shared, port, peer).await
+                                }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "kubelet TLS handshake failed"),
                                 Err(_) => tracing::debug!("kubelet TLS handshake timed out"),
                             }
                         });
                     }
                     None => {
-                        conns.spawn(serve_connection(tcp, shared, port));
+                        conns.spawn(serve_connection(tcp, shared, port, None));
                     }
                 }
             }
@@ -256,13 +288,25 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection<I>(io: I, shared: Arc<Shared>, port: Port)
-where
+async fn serve_connection<I>(
+    io: I,
+    shared: Arc<Shared>,
+    port: Port,
+    peer: Option<Arc<CertificateDer<'static>>>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, port, req).await) }
+        let peer = peer.clone();
+        async move {
+            if port == Port::Secure
+                && let Some(denied) = authorize(&shared, &req, peer.as_deref()).await
+            {
+                return Ok::<_, Infallible>(denied);
+            }
+            Ok::<_, Infallible>(handle(&shared, port, req).await)
+        }
     });
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -353,6 +397,95 @@ async fn handle(shared: &Shared, port: Port, req: Request<Incoming>) -> Response
                 req.uri().query().unwrap_or(""),
             )
             .await
+        }
+    }
+}
+
+/// Upstream's `isSubpath`: `path` is `prefix` or below it.
+fn is_subpath(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The attributes upstream's kubelet authorizes a request as: `nodes/proxy` of this node, or
+/// the narrower `stats`, `metrics`, `log`, `spec` or `checkpoint` for their paths.
+fn access(method: &Method, path: &str, node: &str) -> Access {
+    let verb = match *method {
+        Method::POST => "create",
+        Method::GET | Method::HEAD => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "",
+    };
+    let subresource = [
+        ("/stats", "stats"),
+        ("/metrics", "metrics"),
+        ("/logs", "log"),
+        ("/spec", "spec"),
+        ("/checkpoint", "checkpoint"),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| is_subpath(path, prefix))
+    .map_or("proxy", |(_, sub)| sub);
+    Access::Resource {
+        verb: verb.into(),
+        resource: "nodes".into(),
+        subresource: subresource.into(),
+        name: node.into(),
+    }
+}
+
+/// Authentication beyond the TLS handshake and authorization, as upstream's kubelet filter
+/// does them on the API port; `None` lets the request through.
+async fn authorize(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    peer: Option<&CertificateDer<'static>>,
+) -> Option<Response<Body>> {
+    let delegated = shared.auth.delegated.as_ref()?;
+    let bearer = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|_| shared.cfg.accept_tokens);
+    if !shared.auth.authorize {
+        return match delegated.authenticate(bearer, peer).await {
+            Ok(_) => None,
+            Err(_) => Some(text(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        };
+    }
+    let a = access(req.method(), req.uri().path(), &shared.cfg.node_name);
+    let Access::Resource {
+        verb, subresource, ..
+    } = &a
+    else {
+        return None;
+    };
+    let what = |user: &str| {
+        format!("(user={user}, verb={verb}, resource=nodes, subresource={subresource})")
+    };
+    match delegated.check(bearer, peer, &a).await {
+        Verdict::Allowed => None,
+        Verdict::Unauthenticated => Some(text(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        Verdict::Forbidden(user) => Some(text(
+            StatusCode::FORBIDDEN,
+            format!("Forbidden {}", what(&user)),
+        )),
+        Verdict::Unavailable(why) => {
+            tracing::warn!("kubelet authorization failed: {why}");
+            let user = peer
+                .and_then(|c| cert_user(c.as_ref()))
+                .map(|u| u.name)
+                .unwrap_or_default();
+            Some(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Authorization error {}", what(&user)),
+            ))
         }
     }
 }
@@ -1221,7 +1354,7 @@ pub enum UpgradeError {
 /// Whether a client's request header goes on to the next hop: not its credentials (each hop
 /// authenticates with its own certificate, and upstream drops them once authenticated) and
 /// not hop-by-hop headers, except the `Connection` and `Upgrade` an upgrade is made of.
-fn forwardable(name: &hyper::header::HeaderName) -> bool {
+pub fn forwardable(name: &hyper::header::HeaderName) -> bool {
     let n = name.as_str();
     !(matches!(
         n,
@@ -1516,6 +1649,32 @@ mod tests {
         assert_eq!(
             choose_instance(&pod("p", &["c"], vec![]), "c", false),
             Ok(None)
+        );
+    }
+
+    #[test]
+    fn requests_map_to_node_subresources_as_upstream() {
+        let sub = |m: Method, p: &str| match access(&m, p, "n1") {
+            Access::Resource {
+                verb,
+                subresource,
+                name,
+                ..
+            } => (verb, subresource, name),
+            Access::Path { .. } => unreachable!(),
+        };
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string(), "n1".to_string());
+        assert_eq!(sub(Method::GET, "/pods"), s("get", "proxy"));
+        assert_eq!(sub(Method::GET, "/stats/summary"), s("get", "stats"));
+        assert_eq!(sub(Method::GET, "/stats"), s("get", "stats"));
+        assert_eq!(sub(Method::GET, "/statsx"), s("get", "proxy"));
+        assert_eq!(sub(Method::GET, "/metrics/cadvisor"), s("get", "metrics"));
+        assert_eq!(sub(Method::GET, "/logs/syslog"), s("get", "log"));
+        assert_eq!(sub(Method::POST, "/exec/ns/p/c"), s("create", "proxy"));
+        assert_eq!(sub(Method::HEAD, "/spec/"), s("get", "spec"));
+        assert_eq!(
+            sub(Method::DELETE, "/checkpoint/x"),
+            s("delete", "checkpoint")
         );
     }
 
@@ -1950,9 +2109,10 @@ mod tests {
             client_ca_file: pki.path("ca.crt"),
             pod_logs_dir: logs.path().to_path_buf(),
             node_name: "node-1".into(),
+            accept_tokens: false,
         };
         let (port, ro, hz) = (cfg.port, cfg.read_only_port, cfg.healthz_port);
-        let server = tokio::spawn(serve(cfg, src));
+        let server = tokio::spawn(serve(cfg, src, Auth::default()));
         for p in [port, ro, hz] {
             wait_listening(p).await;
         }

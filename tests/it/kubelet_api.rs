@@ -21,7 +21,10 @@ use k8s_openapi::api::core::v1::{
 use crate::apiserver::Api;
 use crate::etcd::{Kind, free_port};
 
-// Siblings, as in `src/kubelet/`, so the server's `super::logs` resolves.
+// Siblings, as in `src/kubelet/`, so the server's `super::logs` and `super::auth` resolve.
+#[allow(dead_code)]
+#[path = "../../src/common/component/auth.rs"]
+mod auth;
 #[allow(dead_code)]
 #[path = "../../src/kubelet/logs.rs"]
 mod logs;
@@ -204,8 +207,9 @@ fn kubectl_logs_reach_the_kubelet_through_the_api_server() {
         client_ca_file: certs.join("ca.crt"),
         pod_logs_dir: log_root.path().to_path_buf(),
         node_name: "n1".into(),
+        accept_tokens: false,
     };
-    let server = runtime.spawn(server::serve(cfg, node.clone()));
+    let server = runtime.spawn(server::serve(cfg, node.clone(), Default::default()));
     wait_listening(port);
 
     // n1 is this host by address; n2 by hostname (both reached on 127.0.0.1). "gone" has a

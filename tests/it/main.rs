@@ -1,6 +1,7 @@
 //! mk8s integration tests: one binary, driving the built `mk8s` and the real `openssl`,
 //! `kubectl` and rustls, each test in its own temporary data directory.
 
+mod apiproxy;
 mod apiserver;
 mod bad_input;
 mod bootstrap;

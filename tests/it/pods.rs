@@ -375,6 +375,7 @@ fn pods_run_on_containerd_end_to_end() {
     init_security_and_downward(&c);
     restarted_kubelet_adopts(&c);
     stats_summary(&c);
+    crate::apiproxy::api_proxies_to_services_and_pods(&c);
     exec_attach_and_port_forward(&c);
     bad_input_keeps_the_rest_running(&c);
 

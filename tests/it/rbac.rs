@@ -397,6 +397,80 @@ const TABLE: &[Case] = &[
     ),
 ];
 
+/// `curl` at the kubelet's API port with a bearer token, or with the admin's certificate.
+fn kubelet_get(c: &Cluster, path: &str, token: Option<&str>) -> (String, String) {
+    let args = std::fs::read_to_string(c.data.join("args/kubelet")).unwrap();
+    let port = args
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("--port="))
+        .unwrap()
+        .to_string();
+    let certs = c.data.join("certs");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(certs.join("ca.crt"));
+    match token {
+        Some(t) => {
+            cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+        }
+        None => {
+            cmd.arg("--cert")
+                .arg(certs.join("admin.crt"))
+                .arg("--key")
+                .arg(certs.join("admin.key"));
+        }
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+/// Under RBAC the kubelet asks the API server about every caller (SubjectAccessReview as
+/// `nodes/<subresource>`), and takes tokens it has the API server review.
+fn kubelet_api_is_authorized(c: &Cluster) {
+    let (code, body) = kubelet_get(c, "/pods", None);
+    assert_eq!(code, "200", "system:masters may: {body}");
+    let (code, body) = kubelet_get(c, "/pods", Some(BOB));
+    assert_eq!(code, "403", "{body}");
+    assert_eq!(
+        body,
+        "Forbidden (user=bob, verb=get, resource=nodes, subresource=proxy)"
+    );
+    let (code, _) = kubelet_get(c, "/pods", Some("not-a-token"));
+    assert_eq!(code, "401");
+    admin_ok(
+        c,
+        &[
+            "create",
+            "clusterrole",
+            "node-stats",
+            "--verb=get",
+            "--resource=nodes/stats",
+        ],
+    );
+    admin_ok(
+        c,
+        &[
+            "create",
+            "clusterrolebinding",
+            "bob-node-stats",
+            "--clusterrole=node-stats",
+            "--user=bob",
+        ],
+    );
+    // Decisions are cached for ten seconds; the first one for /stats was never asked.
+    eventually("bob to read the kubelet's stats", || {
+        kubelet_get(c, "/stats/summary", Some(BOB)).0 != "403"
+    });
+    let (code, body) = kubelet_get(c, "/pods", Some(BOB));
+    assert_eq!(code, "403", "stats is not proxy: {body}");
+}
+
 fn can_i(c: &Cluster, user: &str, groups: &[&str], verb: &str, what: &str, ns: &str) -> bool {
     // `what` is kubectl's TYPE[/NAME] or URL, with any further flags (`--subresource=`).
     let mut args = vec!["auth".to_string(), "can-i".into(), verb.into()];
@@ -720,8 +794,15 @@ fn enable_rbac_restricts_and_roles_grant() {
         ],
     );
 
+    kubelet_api_is_authorized(&c);
+
     let out = c.ok(&["disable", "rbac"]);
     assert!(out.ends_with("rbac is disabled\n"), "{out}");
+    let (code, _) = kubelet_get(&c, "/pods", Some(BOB));
+    assert_eq!(
+        code, "000",
+        "without the webhook a client certificate is required"
+    );
     assert!(
         as_token(&c, BOB, &["get", "pods", "-n", "team"])
             .status

@@ -1,8 +1,11 @@
-//! Delegated authentication and authorization for the non-health paths of 10257, as upstream's
+//! Delegated authentication and authorization for the non-health paths of 10257/10259 and for
+//! the kubelet's 10250 (under `--authorization-mode=Webhook`), as upstream's
 //! `DelegatingAuthenticator`/`DelegatingAuthorizer` do it: a client certificate verified by
 //! TLS against `--client-ca-file` names the user (CN) and groups (O); a bearer token is asked
 //! of the API server with a TokenReview; the user is then checked with a SubjectAccessReview
-//! for the non-resource path and verb. Answers are cached for ten seconds, as upstream.
+//! for the non-resource path and verb, or for the resource attributes the caller maps the
+//! request to (the kubelet's `nodes/proxy`, `nodes/stats`…). Answers are cached for ten
+//! seconds.
 //!
 //! Owns nothing on disk; only creates review objects (which the API server never stores).
 //! Unlike upstream it does not yet read the `extension-apiserver-authentication` ConfigMap
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -42,8 +45,22 @@ pub enum Verdict {
     Unavailable(String),
 }
 
-/// (user, verb, path) of an authorization decision.
-type Decision = (String, String, String);
+/// What a request asks to do, as a SubjectAccessReview describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A non-resource URL (`/metrics`).
+    Path { verb: String, path: String },
+    /// A cluster-scoped core resource: `nodes/<subresource>` of one node, for the kubelet.
+    Resource {
+        verb: String,
+        resource: String,
+        subresource: String,
+        name: String,
+    },
+}
+
+/// (user, access) of an authorization decision.
+type Decision = (String, Access);
 
 pub struct Delegated {
     client: kube::Client,
@@ -129,24 +146,44 @@ impl Delegated {
         Ok(user)
     }
 
-    /// Whether `user` may `verb` the non-resource `path`, by SubjectAccessReview.
-    async fn authorize(&self, user: &User, verb: &str, path: &str) -> Result<bool, kube::Error> {
-        let key = (user.name.clone(), verb.to_string(), path.to_string());
+    /// Whether `user` may do `access`, by SubjectAccessReview.
+    async fn authorize(&self, user: &User, access: &Access) -> Result<bool, kube::Error> {
+        let key = (user.name.clone(), access.clone());
         if let Some(allowed) = cached(&self.decisions, &key) {
             return Ok(allowed);
         }
+        let mut spec = SubjectAccessReviewSpec {
+            user: Some(user.name.clone()),
+            uid: user.uid.clone(),
+            groups: Some(user.groups.clone()),
+            extra: user.extra.clone(),
+            ..Default::default()
+        };
+        match access {
+            Access::Path { verb, path } => {
+                spec.non_resource_attributes = Some(NonResourceAttributes {
+                    path: Some(path.clone()),
+                    verb: Some(verb.clone()),
+                });
+            }
+            Access::Resource {
+                verb,
+                resource,
+                subresource,
+                name,
+            } => {
+                spec.resource_attributes = Some(ResourceAttributes {
+                    verb: Some(verb.clone()),
+                    version: Some("v1".into()),
+                    resource: Some(resource.clone()),
+                    subresource: Some(subresource.clone()).filter(|s| !s.is_empty()),
+                    name: Some(name.clone()),
+                    ..Default::default()
+                });
+            }
+        }
         let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(user.name.clone()),
-                uid: user.uid.clone(),
-                groups: Some(user.groups.clone()),
-                extra: user.extra.clone(),
-                non_resource_attributes: Some(NonResourceAttributes {
-                    path: Some(path.to_string()),
-                    verb: Some(verb.to_string()),
-                }),
-                ..Default::default()
-            },
+            spec,
             ..Default::default()
         };
         let out = Api::<SubjectAccessReview>::all(self.client.clone())
@@ -165,22 +202,33 @@ impl Delegated {
         &self,
         bearer: Option<&str>,
         cert: Option<&CertificateDer<'static>>,
-        verb: &str,
-        path: &str,
+        access: &Access,
     ) -> Verdict {
-        let user = match (cert.and_then(|c| cert_user(c.as_ref())), bearer) {
-            (Some(u), _) => u,
-            (None, Some(token)) => match self.review_token(token).await {
-                Ok(Some(u)) => u,
-                Ok(None) => return Verdict::Unauthenticated,
-                Err(e) => return Verdict::Unavailable(format!("token review failed: {e}")),
-            },
-            (None, None) => return Verdict::Unauthenticated,
+        let user = match self.authenticate(bearer, cert).await {
+            Ok(u) => u,
+            Err(v) => return v,
         };
-        match self.authorize(&user, verb, path).await {
+        match self.authorize(&user, access).await {
             Ok(true) => Verdict::Allowed,
             Ok(false) => Verdict::Forbidden(user.name),
             Err(e) => Verdict::Unavailable(format!("authorization review failed: {e}")),
+        }
+    }
+
+    /// Who the caller is: the certificate's subject, else the token's reviewed user.
+    pub async fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        cert: Option<&CertificateDer<'static>>,
+    ) -> Result<User, Verdict> {
+        match (cert.and_then(|c| cert_user(c.as_ref())), bearer) {
+            (Some(u), _) => Ok(u),
+            (None, Some(token)) => match self.review_token(token).await {
+                Ok(Some(u)) => Ok(u),
+                Ok(None) => Err(Verdict::Unauthenticated),
+                Err(e) => Err(Verdict::Unavailable(format!("token review failed: {e}"))),
+            },
+            (None, None) => Err(Verdict::Unauthenticated),
         }
     }
 }

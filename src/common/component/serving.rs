@@ -129,7 +129,14 @@ async fn handle(
         _ => "unknown",
     };
     match auth
-        .check(bearer.as_deref(), peer.as_deref(), verb, &path)
+        .check(
+            bearer.as_deref(),
+            peer.as_deref(),
+            &super::auth::Access::Path {
+                verb: verb.to_string(),
+                path: path.clone(),
+            },
+        )
         .await
     {
         Verdict::Unauthenticated => text(StatusCode::UNAUTHORIZED, plain, "Unauthorized\n".into()),
