@@ -636,9 +636,147 @@ pub async fn ensure_policy(state: &State) -> Result<(), ApiError> {
     for (plural, ns, obj) in policy_objects().map_err(ApiError::Internal)? {
         let res = super::resources::find("rbac.authorization.k8s.io", "v1", plural)
             .ok_or_else(|| ApiError::Internal(format!("no {plural} resource")))?;
-        super::registry::ensure_object(state, res, &ns, obj).await?;
+        let t = super::registry::Target {
+            res,
+            namespace: (!ns.is_empty()).then(|| ns.clone()),
+            name: Some(super::registry::meta_str(&obj, "name").to_string()),
+            sub: None,
+        };
+        let (existing, rev) = match super::registry::current(state, &t).await {
+            Ok(found) => found,
+            Err(ApiError::NotFound { .. }) => {
+                super::registry::ensure_object(state, res, &ns, obj).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match reconciled(&existing, &obj) {
+            Reconciled::Unchanged => {}
+            Reconciled::Update(merged) => {
+                // Warned: the server changes objects a user may have edited on purpose.
+                tracing::warn!(
+                    "reconciling {plural} {}: adding what upstream's bootstrap policy holds",
+                    super::registry::meta_str(&obj, "name")
+                );
+                super::registry::apply_update(
+                    state,
+                    &t,
+                    &existing,
+                    rev,
+                    merged,
+                    false,
+                    Some("kube-apiserver"),
+                )
+                .await?;
+            }
+            Reconciled::Recreate => {
+                // A binding's roleRef cannot change: it is replaced, as upstream does.
+                tracing::warn!(
+                    "recreating {plural} {}: its roleRef differs from the bootstrap policy",
+                    super::registry::meta_str(&obj, "name")
+                );
+                super::registry::delete_stored(state, &t).await?;
+                super::registry::ensure_object(state, res, &ns, obj).await?;
+            }
+        }
     }
     Ok(())
+}
+
+/// What starting the API server does to an existing bootstrap role or binding.
+#[derive(Debug, PartialEq)]
+enum Reconciled {
+    Unchanged,
+    Update(Value),
+    Recreate,
+}
+
+/// Upstream's reconciliation of bootstrap policy (`auth reconcile` without
+/// `--remove-extra-permissions/-subjects`): unless annotated
+/// `rbac.authorization.kubernetes.io/autoupdate: "false"`, an existing object gains the
+/// policy's missing labels, annotations, rules (or aggregation selectors) and subjects, and
+/// keeps whatever was added to it.
+fn reconciled(existing: &Value, desired: &Value) -> Reconciled {
+    let meta = &existing["metadata"];
+    if meta["annotations"]["rbac.authorization.kubernetes.io/autoupdate"].as_str() == Some("false")
+    {
+        return Reconciled::Unchanged;
+    }
+    if desired.get("roleRef").is_some() && existing["roleRef"] != desired["roleRef"] {
+        return Reconciled::Recreate;
+    }
+    let mut out = existing.clone();
+    let mut changed = false;
+    for field in ["labels", "annotations"] {
+        if let Some(want) = desired["metadata"][field].as_object() {
+            let have = &mut out["metadata"][field];
+            if !have.is_object() {
+                *have = json!({});
+            }
+            for (k, v) in want {
+                if have.get(k).is_none() {
+                    have[k] = v.clone();
+                    changed = true;
+                }
+            }
+        }
+    }
+    let rules =
+        |v: &Value| -> Vec<PolicyRule> { serde_json::from_value(v.clone()).unwrap_or_default() };
+    if let Some(want) = desired["aggregationRule"]["clusterRoleSelectors"].as_array() {
+        let have = &mut out["aggregationRule"]["clusterRoleSelectors"];
+        if !have.is_array() {
+            *have = json!([]);
+        }
+        for sel in want {
+            if let Some(list) = have.as_array_mut()
+                && !list.contains(sel)
+            {
+                list.push(sel.clone());
+                changed = true;
+            }
+        }
+    } else if desired.get("rules").is_some() {
+        let have = rules(&existing["rules"]);
+        let missing: Vec<PolicyRule> = rules(&desired["rules"])
+            .into_iter()
+            .filter(|r| !uncovered(&have, std::slice::from_ref(r)).is_empty())
+            .collect();
+        if !missing.is_empty() {
+            let mut all = have;
+            all.extend(missing);
+            out["rules"] = serde_json::to_value(all).unwrap_or_default();
+            changed = true;
+        }
+    }
+    if let Some(want) = desired["subjects"].as_array() {
+        let have = &mut out["subjects"];
+        if !have.is_array() {
+            *have = json!([]);
+        }
+        // Stored subjects carry defaulted fields: the same subject is the same kind, name and
+        // namespace.
+        let id = |v: &Value| {
+            (
+                v["kind"].as_str().unwrap_or("").to_string(),
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["namespace"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        for subject in want {
+            if let Some(list) = have.as_array_mut()
+                && !list.iter().any(|x| id(x) == id(subject))
+            {
+                list.push(subject.clone());
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        Reconciled::Update(out)
+    } else {
+        Reconciled::Unchanged
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -839,6 +977,57 @@ pub fn check_escalation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bootstrap_objects_reconcile_as_upstream() {
+        let want = json!({"metadata": {"name": "r", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]});
+        assert_eq!(reconciled(&want, &want), Reconciled::Unchanged);
+        // A user's extra rule stays; a missing one is added; labels come back.
+        let edited = json!({"metadata": {"name": "r"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+                      {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]});
+        let Reconciled::Update(out) = reconciled(&edited, &want) else {
+            panic!("not updated")
+        };
+        assert_eq!(out["rules"].as_array().unwrap().len(), 3);
+        assert_eq!(out["rules"][1]["resources"], json!(["secrets"]));
+        assert_eq!(
+            out["metadata"]["labels"]["kubernetes.io/bootstrapping"],
+            "rbac-defaults"
+        );
+        // A wider hand-made rule covers the policy's: nothing to add.
+        let wider = json!({"metadata": want["metadata"].clone(),
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+        assert_eq!(reconciled(&wider, &want), Reconciled::Unchanged);
+        // autoupdate=false: left alone whatever it holds.
+        let mut frozen = edited.clone();
+        frozen["metadata"]["annotations"] =
+            json!({"rbac.authorization.kubernetes.io/autoupdate": "false"});
+        assert_eq!(reconciled(&frozen, &want), Reconciled::Unchanged);
+
+        let binding = json!({"metadata": {"name": "b"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r"},
+            "subjects": [{"kind": "Group", "name": "system:nodes", "apiGroup": "rbac.authorization.k8s.io"}]});
+        let mut extra = binding.clone();
+        extra["subjects"] =
+            json!([{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}]);
+        let Reconciled::Update(out) = reconciled(&extra, &binding) else {
+            panic!("subjects not added")
+        };
+        assert_eq!(out["subjects"].as_array().unwrap().len(), 2);
+        let mut moved = binding.clone();
+        moved["roleRef"]["name"] = "other".into();
+        assert_eq!(reconciled(&moved, &binding), Reconciled::Recreate);
+
+        let agg = json!({"metadata": {"name": "view"},
+            "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"x": "true"}}]}});
+        let filled = json!({"metadata": {"name": "view"},
+            "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"x": "true"}}]},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});
+        assert_eq!(reconciled(&filled, &agg), Reconciled::Unchanged);
+    }
 
     #[test]
     fn policy_loads_and_expands_shorthands() {

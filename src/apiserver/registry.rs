@@ -1988,6 +1988,18 @@ pub async fn ensure_object(
     }
 }
 
+/// Removes an object as the server itself (no finalizers, no grace): for bootstrap objects
+/// that must be replaced.
+pub async fn delete_stored(state: &State, t: &Target) -> Result<(), ApiError> {
+    let (_, rev) = current(state, t).await?;
+    state
+        .storage
+        .delete(&key(t.res, t.ns(), t.name()), rev)
+        .await
+        .map_err(|e| storage_err(e, t.res, t.name()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

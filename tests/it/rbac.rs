@@ -528,9 +528,71 @@ fn enable_rbac_restricts_and_roles_grant() {
         .contains("pods")
     });
 
+    // Bootstrap policy is reconciled when the API server starts: a stripped role gets its
+    // rules back, one marked autoupdate=false is left as it is.
+    for role in ["system:discovery", "system:heapster"] {
+        admin_ok(
+            &c,
+            &[
+                "patch",
+                "clusterrole",
+                role,
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/rules","value":[]}]"#,
+            ],
+        );
+    }
+    admin_ok(
+        &c,
+        &[
+            "annotate",
+            "--overwrite",
+            "clusterrole",
+            "system:heapster",
+            "rbac.authorization.kubernetes.io/autoupdate=false",
+        ],
+    );
+
     let out = c.ok(&["enable", "rbac"]);
     assert!(out.ends_with("rbac is enabled\n"), "{out}");
     assert!(c.ok(&["enable", "rbac"]).contains("already enabled"));
+    let rules = |role: &str| {
+        admin_ok(
+            &c,
+            &[
+                "get",
+                "clusterrole",
+                role,
+                "-o",
+                "jsonpath={.rules[*].nonResourceURLs}",
+            ],
+        )
+    };
+    assert!(
+        rules("system:discovery").contains("/openapi"),
+        "{}",
+        rules("system:discovery")
+    );
+    let heapster = admin_ok(
+        &c,
+        &[
+            "get",
+            "clusterrole",
+            "system:heapster",
+            "-o",
+            "jsonpath={.rules}",
+        ],
+    );
+    assert!(
+        heapster == "[]" || heapster.is_empty(),
+        "autoupdate=false is left alone: {heapster}"
+    );
+    // Idempotent: the restart touched only what was changed.
+    let log = std::fs::read_to_string(c.common.join("var/log/apiserver.log")).unwrap();
+    let touched: Vec<&str> = log.lines().filter(|l| l.contains("reconciling ")).collect();
+    assert_eq!(touched.len(), 1, "{touched:#?}");
+    assert!(touched[0].contains("system:discovery"), "{touched:#?}");
     let args = std::fs::read_to_string(c.data.join("args/kube-apiserver")).unwrap();
     assert!(
         args.contains("\n--authorization-mode=RBAC,Node\n"),
