@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -30,6 +30,8 @@ pub struct WatchedMap<V> {
     map: RwLock<HashMap<String, V>>,
     /// Whether the map holds a whole list (so it can answer "none of them").
     synced: AtomicBool,
+    /// Bumped by every change, so what is derived from the map knows when it is stale.
+    generation: AtomicU64,
 }
 
 /// Namespace name → whether it is terminating.
@@ -62,7 +64,13 @@ impl<V: Clone> WatchedMap<V> {
             reduce,
             map: RwLock::default(),
             synced: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Changes seen so far (each list and each watched change counts one).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn name_of(&self, key: &str) -> String {
@@ -118,6 +126,7 @@ impl<V: Clone> WatchedMap<V> {
                     map.insert(self.name_of(&s.key), (self.reduce)(&v));
                 }
             }
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         self.synced.store(true, Ordering::Release);
         let mut w = state
@@ -130,11 +139,13 @@ impl<V: Clone> WatchedMap<V> {
                     if let Ok(v) = decode_stored(&current) {
                         let name = self.name_of(&current.key);
                         self.map.write().insert(name, (self.reduce)(&v));
+                        self.generation.fetch_add(1, Ordering::AcqRel);
                     }
                 }
                 Change::Delete { previous, .. } => {
                     if let Some(p) = previous {
                         self.map.write().remove(&self.name_of(&p.key));
+                        self.generation.fetch_add(1, Ordering::AcqRel);
                     }
                 }
                 Change::Progress(_) => {}

@@ -4,7 +4,7 @@
 //! RoleBindings, ClusterRoleBindings and (for Node) pods; nothing here writes objects except
 //! the bootstrap policy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -142,7 +142,16 @@ pub struct Cache {
     /// Keyed `namespace/name`.
     bindings: WatchedMap<Arc<Binding>>,
     pods: WatchedMap<Arc<PodRefs>>,
+    /// (user, groups, namespace) → the bindings that name the user there, with their roles'
+    /// rules, valid while the maps' generations add up to the same number. A request then
+    /// looks at its user's few bindings, not at every binding in the namespace.
+    applicable: parking_lot::Mutex<HashMap<UserKey, (u64, Applicable)>>,
 }
+
+type UserKey = (String, Vec<String>, String);
+type Applicable = Arc<Vec<(Arc<Binding>, RuleSet)>>;
+/// Past this many (user, namespace) pairs the derived cache starts over.
+const APPLICABLE_MAX: usize = 4096;
 
 impl Default for Cache {
     fn default() -> Self {
@@ -152,6 +161,7 @@ impl Default for Cache {
             cluster_bindings: WatchedMap::new("/registry/clusterrolebindings/", binding_of),
             bindings: WatchedMap::new("/registry/rolebindings/", binding_of),
             pods: WatchedMap::new("/registry/pods/", |p| Arc::new(pod_refs(p))),
+            applicable: Default::default(),
         }
     }
 }
@@ -189,6 +199,51 @@ impl Cache {
         }
     }
 
+    fn generation(&self) -> u64 {
+        self.cluster_roles.generation()
+            + self.roles.generation()
+            + self.cluster_bindings.generation()
+            + self.bindings.generation()
+    }
+
+    /// The bindings that name `user` (cluster-wide ones, then `namespace`'s) with their rules.
+    fn applicable(&self, user: &UserInfo, namespace: &str) -> Applicable {
+        // Read first: a change while this computes leaves the entry stale, never wrongly fresh.
+        let generation = self.generation();
+        let key = (
+            user.name.clone(),
+            user.groups.clone(),
+            namespace.to_string(),
+        );
+        if let Some((g, list)) = self.applicable.lock().get(&key)
+            && *g == generation
+        {
+            return list.clone();
+        }
+        let mut list = Vec::new();
+        let mut take = |b: &Arc<Binding>| {
+            if applies(b, user)
+                && let Some(rules) = self.role_rules(b)
+            {
+                list.push((b.clone(), rules));
+            }
+            None::<()>
+        };
+        self.cluster_bindings.find_map(|_, b| take(b));
+        if !namespace.is_empty() {
+            let prefix = format!("{namespace}/");
+            self.bindings
+                .find_map(|key, b| key.starts_with(&prefix).then(|| take(b)).flatten());
+        }
+        let list = Arc::new(list);
+        let mut cache = self.applicable.lock();
+        if cache.len() >= APPLICABLE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (generation, list.clone()));
+        list
+    }
+
     /// Visits the rules that apply to `user` in `namespace` (cluster-wide bindings, then the
     /// namespace's), until `f` gives an answer.
     fn visit<R>(
@@ -197,22 +252,9 @@ impl Cache {
         namespace: &str,
         mut f: impl FnMut(&Binding, &[PolicyRule]) -> Option<R>,
     ) -> Option<R> {
-        let mut through = |b: &Binding| {
-            if !applies(b, user) {
-                return None;
-            }
-            let rules = self.role_rules(b)?;
-            f(b, &rules)
-        };
-        if let Some(r) = self.cluster_bindings.find_map(|_, b| through(b)) {
-            return Some(r);
-        }
-        if namespace.is_empty() {
-            return None;
-        }
-        let prefix = format!("{namespace}/");
-        self.bindings
-            .find_map(|key, b| key.starts_with(&prefix).then(|| through(b)).flatten())
+        self.applicable(user, namespace)
+            .iter()
+            .find_map(|(b, rules)| f(b, rules))
     }
 
     /// Every rule that applies to `user` in `namespace`.
