@@ -113,11 +113,12 @@ impl RefreshTarget {
         Self::ALL.into_iter().find(|t| t.file_name() == name)
     }
 
-    /// Components that read the refreshed files and must restart to serve them.
+    /// Components that read the refreshed files and must restart to use them.
     pub fn components(self) -> &'static [&'static str] {
         match self {
-            // The controller manager serves 10257 with the server certificate, as MicroK8s.
-            Self::Server => &["apiserver", "controller-manager"],
+            // The controller manager serves 10257 with the server certificate, as MicroK8s;
+            // the API server re-reads its serving pair by itself (no downtime).
+            Self::Server => &["controller-manager"],
             Self::FrontProxyClient => &["apiserver"],
             Self::Ca => &[
                 "datastore",

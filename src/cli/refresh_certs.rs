@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 
 use crate::bootstrap::{self, Host, RefreshTarget};
 use crate::common::paths::Paths;
+use crate::supervisor;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,7 +43,7 @@ pub fn run(paths: &Paths, args: Args) -> anyhow::Result<ExitCode> {
             done.written.len(),
             done.backup_dir.display()
         );
-        print_restart(done.restart);
+        restart(paths, done.restart)?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(cert) = args.cert else {
@@ -66,7 +67,7 @@ pub fn run(paths: &Paths, args: Args) -> anyhow::Result<ExitCode> {
         "Created new certificates: wrote {} files",
         done.written.len()
     );
-    print_restart(done.restart);
+    restart(paths, done.restart)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,11 +80,24 @@ fn print_choices() {
     }
 }
 
-/// Names the components that read the new files. Restarting them is the supervisor's job
-/// once it runs them; until then a running component keeps the files it loaded.
-fn print_restart(components: &[&str]) {
-    println!(
-        "Components that must restart to use them: {}",
-        components.join(", ")
-    );
+/// How long a restarted component has to be ready again.
+const RESTART_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Restarts, one by one, the running components that read the new files (the supervisor
+/// does it on request: no crash counted, no back-off); nothing runs: the next start uses them.
+fn restart(paths: &Paths, components: &[&str]) -> anyhow::Result<()> {
+    if supervisor::running(paths).is_none() {
+        println!("mk8s is not running: the new certificates are used when it starts");
+        return Ok(());
+    }
+    let _serialised = supervisor::cli_lock(paths)?;
+    for c in components
+        .iter()
+        .filter(|c| supervisor::COMPONENTS.iter().any(|d| d.name == **c))
+    {
+        println!("Restarting {c}");
+        supervisor::restart_component(paths, c, RESTART_TIMEOUT)
+            .with_context(|| format!("cannot restart {c}"))?;
+    }
+    Ok(())
 }

@@ -186,6 +186,28 @@ fn reset_removes_every_object_and_keeps_running() {
     let got = c.etcdctl(&["get", "object", "--print-value-only"]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "1\n");
 
+    // A new CA on a running cluster: the supervisor restarts whatever trusts or presents
+    // certificates, and the admin's rewritten kubeconfig (new CA, new client cert) works.
+    let out = c.ok(&["refresh-certs", "--cert", "ca.crt"]);
+    for component in [
+        "datastore",
+        "apiserver",
+        "controller-manager",
+        "scheduler",
+        "kubelet",
+    ] {
+        assert!(out.contains(&format!("Restarting {component}\n")), "{out}");
+    }
+    assert!(!out.contains("Restarting containerd"), "{out}");
+    let got = c.kubectl(&["get", "ns", "default", "-o", "name"]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "namespace/default\n",
+        "{got:?}"
+    );
+    let status = c.ok(&["status", "--wait-ready", "--timeout", "30"]);
+    assert!(status.contains("mk8s is running"), "{status}");
+
     let ca = std::fs::read(c.data.join("certs/ca.crt")).unwrap();
     let out = c.ok(&["reset", "--yes"]);
     assert!(
