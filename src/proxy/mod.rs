@@ -242,16 +242,26 @@ fn host_settings() {
     }
 }
 
-/// Applies one transaction with the `nft` binary.
-async fn apply(ruleset: nftables::schema::Nftables<'static>) -> Result<(), ProxyError> {
-    tokio::task::spawn_blocking(move || nftables::helper::apply_ruleset(&ruleset))
-        .await
-        .map_err(|e| ProxyError::Nft(e.to_string()))?
-        .map_err(|e| ProxyError::Nft(e.to_string()))
+/// Applies one transaction with the `nft` binary, one at a time: the guard moves into the
+/// blocking task, so a sync abandoned at shutdown still finishes before the table's removal
+/// runs (else it could recreate the table after it).
+async fn apply(
+    lock: &Arc<tokio::sync::Mutex<()>>,
+    ruleset: nftables::schema::Nftables<'static>,
+) -> Result<(), ProxyError> {
+    let guard = lock.clone().lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        nftables::helper::apply_ruleset(&ruleset)
+    })
+    .await
+    .map_err(|e| ProxyError::Nft(e.to_string()))?
+    .map_err(|e| ProxyError::Nft(e.to_string()))
 }
 
 /// One full sync: the stores' current objects to rules, applied at once.
 async fn sync(
+    lock: &Arc<tokio::sync::Mutex<()>>,
     config: &Config,
     services: &reflector::Store<Service>,
     slices: &reflector::Store<EndpointSlice>,
@@ -260,7 +270,7 @@ async fn sync(
     let sls: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
     let ports = model::service_ports(&svcs, &sls, &config.hostname, config.service_range);
     let endpoints = ports.iter().map(|p| p.endpoints.len()).sum();
-    apply(rules::ruleset(&config.settings(), &ports)).await?;
+    apply(lock, rules::ruleset(&config.settings(), &ports)).await?;
     Ok((ports.len(), endpoints))
 }
 
@@ -270,6 +280,7 @@ pub async fn run(config: Config) -> Result<(), ProxyError> {
     let kcfg = config.common.kube_config().await?;
     let client = config.common.client(kcfg)?;
     let state = Arc::new(server::State::new(config.sync_period));
+    let nft = Arc::new(tokio::sync::Mutex::new(()));
 
     let mut servers = tokio::task::JoinSet::new();
     for (addr, metrics) in [(config.healthz, false), (config.metrics, true)] {
@@ -331,7 +342,7 @@ pub async fn run(config: Config) -> Result<(), ProxyError> {
         tracing::info!("proxy caches synced; programming table ip {}", config.table);
         loop {
             let started = Instant::now();
-            match sync(&config, &svc_store, &slice_store).await {
+            match sync(&nft, &config, &svc_store, &slice_store).await {
                 Ok((ports, endpoints)) => {
                     state.synced(started.elapsed(), ports, endpoints);
                     tracing::debug!(ports, endpoints, "synced in {:?}", started.elapsed());
@@ -358,7 +369,7 @@ pub async fn run(config: Config) -> Result<(), ProxyError> {
     }
     watches.abort_all();
     servers.abort_all();
-    match apply(rules::removal(&config.table)).await {
+    match apply(&nft, rules::removal(&config.table)).await {
         Ok(()) => tracing::info!("removed table ip {}", config.table),
         Err(e) => tracing::warn!("cannot remove table ip {}: {e}", config.table),
     }
