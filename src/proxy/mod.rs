@@ -11,6 +11,7 @@
 //! Every sync is one `nft -j -f -` transaction (through the `nftables` crate) that deletes and
 //! recreates the whole table, so a hand-edited table is put right at the next sync; a full
 //! sync also runs every `--nftables-sync-period` (30 s). On stop the table is removed.
+//! IPv4 only for now: IPv6 cluster IPs and slices are skipped (no `ip6` table yet).
 //!
 //! Host settings it makes at start, as upstream does (all machine-wide):
 //! - `net.ipv4.ip_forward=1`: pod and service traffic is routed through the host.
