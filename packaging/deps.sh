@@ -18,10 +18,10 @@ mk8s_install_packages() {
     local what="${1:-build}"
     # openssl: the CLI is the tests' judge and the benchmark's anchor; ca-certificates for cargo.
     # containerd, runc and the CNI plugins run the pods; busybox-static becomes the sandbox image;
-    # iptables for the CNI portmap plugin (hostPort).
+    # iptables for the CNI portmap plugin (hostPort); nftables (`nft`) for the service proxy.
     local pkgs=(openssl ca-certificates gcc libc6-dev pkg-config hostname util-linux mount coreutils iproute2
         protobuf-compiler libprotobuf-dev containerd runc containernetworking-plugins busybox-static
-        iptables)
+        iptables nftables)
     if [ "$what" = test ]; then
         pkgs+=(procps etcd-server etcd-client curl)
     fi

@@ -8,6 +8,7 @@ mod common;
 mod controllers;
 mod datastore;
 mod kubelet;
+mod proxy;
 mod scheduler;
 mod supervisor;
 

@@ -134,6 +134,17 @@ pub const COMPONENTS: &[ComponentDef] = &[
         probe: |paths| Box::pin(async move { crate::kubelet::probe_ready(&paths).await }),
         stop_grace: STOP_GRACE,
     },
+    ComponentDef {
+        name: "proxy",
+        args_file: "kube-proxy",
+        args_template: include_str!("../../templates/args/kube-proxy"),
+        listens: |paths| {
+            let c = crate::proxy::load_config(paths, &[]).map_err(|e| e.to_string())?;
+            Ok(c.listens())
+        },
+        probe: |paths| Box::pin(async move { crate::proxy::probe_ready(&paths).await }),
+        stop_grace: STOP_GRACE,
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

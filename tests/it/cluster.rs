@@ -10,6 +10,7 @@ use crate::etcd::{etcdctl_cmd, free_port};
 /// Every component the supervisor runs, for the kill-by-pid-file cleanup.
 pub const COMPONENTS: &[&str] = &[
     "supervisor",
+    "proxy",
     "kubelet",
     "scheduler",
     "controller-manager",
@@ -25,10 +26,34 @@ pub struct Cluster {
     pub common: PathBuf,
     pub client_port: u16,
     pub api_port: u16,
+    /// The proxy's nftables table (`ip <table>`), this cluster's own.
+    pub proxy_table: String,
+    /// The proxy's `/healthz` port (on 127.0.0.1) and `/metrics` port.
+    pub proxy_healthz_port: u16,
+    pub proxy_metrics_port: u16,
 }
 
 impl Cluster {
+    /// A cluster whose proxy programs nothing that could touch another cluster's traffic (see
+    /// [`Cluster::build`]); its API server listens on 127.0.0.1 only.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// The one cluster (under the end-to-end lock) whose pods use services: its proxy owns
+    /// MicroK8s's service range and NodePorts on every local address, and its API server
+    /// listens on all addresses, as pods reach it through the `kubernetes` service at the
+    /// host's address.
+    pub fn serving_pods() -> Self {
+        Self::build(true)
+    }
+
+    /// Test clusters run side by side on one host and all allocate from 10.152.183.0/24, so
+    /// at most one proxy may own that range: the others get a range nobody allocates from
+    /// (their proxies skip every service, as it lies outside their range) and NodePorts only
+    /// on a TEST-NET address no packet is ever sent to. Each proxy has a table of its own,
+    /// so none ever deletes or rewrites another's.
+    fn build(serving_pods: bool) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let common = tmp.path().join("common");
@@ -44,10 +69,11 @@ impl Cluster {
         .unwrap();
         let template = include_str!("../../templates/args/kube-apiserver");
         let api_port = free_port();
+        let bind = if serving_pods { "0.0.0.0" } else { "127.0.0.1" };
         std::fs::write(
             data.join("args/kube-apiserver"),
             format!(
-                "{template}--secure-port={api_port}\n--bind-address=127.0.0.1\n--etcd-servers=https://127.0.0.1:{client_port}\n"
+                "{template}--secure-port={api_port}\n--bind-address={bind}\n--etcd-servers=https://127.0.0.1:{client_port}\n"
             ),
         )
         .unwrap();
@@ -86,6 +112,21 @@ impl Cluster {
             template.replace("127.0.0.1:1338", &format!("127.0.0.1:{}", free_port())),
         )
         .unwrap();
+        let template = include_str!("../../templates/args/kube-proxy");
+        let proxy_table = format!("mk8s-test-{api_port}");
+        let (proxy_healthz_port, proxy_metrics_port) = (free_port(), free_port());
+        let scope = if serving_pods {
+            ""
+        } else {
+            "--service-cluster-ip-range=10.152.254.0/24\n--nodeport-addresses=192.0.2.1/32\n"
+        };
+        std::fs::write(
+            data.join("args/kube-proxy"),
+            format!(
+                "{template}--nftables-table={proxy_table}\n--healthz-bind-address=127.0.0.1:{proxy_healthz_port}\n--metrics-bind-address=127.0.0.1:{proxy_metrics_port}\n--nftables-sync-period=5s\n{scope}"
+            ),
+        )
+        .unwrap();
         // Bootstrap renders the kubeconfigs for args/kube-apiserver's --secure-port.
         Cluster {
             _tmp: tmp,
@@ -93,6 +134,9 @@ impl Cluster {
             common,
             client_port,
             api_port,
+            proxy_table,
+            proxy_healthz_port,
+            proxy_metrics_port,
         }
     }
 
@@ -166,5 +210,10 @@ impl Drop for Cluster {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
         }
+        // A proxy stopped cleanly has removed its table; one killed has not.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.proxy_table])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }

@@ -17,6 +17,7 @@ mod kube_client;
 mod kubeconfig;
 mod kubelet_api;
 mod pods;
+mod proxy;
 mod rbac;
 mod refresh;
 mod services;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 
-fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String, String) {
     let out = c.kubectl_at(args);
     (
         out.status.success(),
@@ -82,7 +82,7 @@ fn first_line_then_kill(
     line
 }
 
-fn apply(c: &Cluster, yaml: &str) {
+pub(crate) fn apply(c: &Cluster, yaml: &str) {
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(c.data.join("credentials/client.config"))
@@ -104,7 +104,7 @@ fn apply(c: &Cluster, yaml: &str) {
     assert!(out.status.success(), "apply: {out:?}\n{yaml}");
 }
 
-fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
+pub(crate) fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
     let mut args = vec!["get"];
     args.extend_from_slice(what);
     let expr = format!("jsonpath={path}");
@@ -112,7 +112,7 @@ fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
     kubectl(c, &args).1
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -128,13 +128,13 @@ fn node_name() -> String {
 }
 
 /// A pod for the scheduler to place, restartPolicy and body given.
-fn pod(name: &str, restart: &str, body: &str) -> String {
+pub(crate) fn pod(name: &str, restart: &str, body: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 5\n{body}"
     )
 }
 
-fn ctr(c: &Cluster, args: &[&str]) -> String {
+pub(crate) fn ctr(c: &Cluster, args: &[&str]) -> String {
     let out = Command::new("ctr")
         .arg("--address")
         .arg(c.common.join("run/containerd.sock"))
@@ -161,7 +161,7 @@ fn processes_of(c: &Cluster) -> Vec<String> {
 
 #[test]
 fn pods_run_on_containerd_end_to_end() {
-    let c = Cluster::new();
+    let c = Cluster::serving_pods();
     let out = c.mk8s(&["start"]);
     assert!(out.status.success(), "start: {out:?}");
     // Everything below runs under RBAC and the Node authorizer, as a hardened cluster would:
@@ -370,6 +370,7 @@ fn pods_run_on_containerd_end_to_end() {
     deployment_runs_and_rolls(&c);
     crate::jobs::job_runs_on_the_node(&c);
     crate::services::endpoint_slice_lists_running_pods(&c);
+    crate::proxy::services_route_traffic(&c);
     crate::sets::daemonset_runs_on_the_node(&c);
     hooks_claims_and_updates(&c);
     init_security_and_downward(&c);
