@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::common::paths::Paths;
-use crate::{apiserver, controllers, datastore, kubelet, scheduler};
+use crate::{apiserver, controllers, datastore, dns, kubelet, scheduler};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Component {
@@ -22,6 +22,8 @@ pub enum Component {
     Containerd,
     /// The kubelet on 10250/10255: runs this node's pods on containerd
     Kubelet,
+    /// Cluster DNS on the node's address, port 53 (while `mk8s enable dns` is on)
+    Dns,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +80,10 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
         Component::Kubelet => {
             let config = kubelet::load_config(paths, &a.flags)?;
             runtime()?.block_on(kubelet::run(config))?;
+        }
+        Component::Dns => {
+            let config = dns::load_config(paths, &a.flags)?;
+            runtime()?.block_on(dns::run(config))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -57,6 +57,7 @@ fn components_get_upstream_identities() {
     );
     assert_eq!(subject("scheduler"), "subject=CN=system:kube-scheduler");
     assert_eq!(subject("proxy"), "subject=CN=system:kube-proxy");
+    assert_eq!(subject("dns"), "subject=CN=system:kube-dns");
     assert_eq!(
         subject("front-proxy-client"),
         "subject=CN=front-proxy-client"
