@@ -195,10 +195,17 @@ pub async fn probe_ready(paths: &Paths) -> bool {
     let Ok(c) = load_config(paths, &[]) else {
         return false;
     };
+    let mut at = c.listen_addr();
+    if at.ip().is_unspecified() {
+        at.set_ip(match at.ip() {
+            IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
     matches!(
         tokio::time::timeout(
             PROBE_TIMEOUT,
-            query_udp(c.listen_addr(), &c.cluster_domain, RecordType::SOA)
+            query_udp(at, &c.cluster_domain, RecordType::SOA)
         )
         .await,
         Ok(Some(ResponseCode::NoError))

@@ -81,12 +81,14 @@ impl Cluster {
             ),
         )
         .unwrap();
-        // Read once `mk8s enable dns` is run; upstream resolvers are a port nothing listens on.
+        // Read once `mk8s enable dns` is run: every address, so tests ask on 127.0.0.1 (the
+        // kube-dns endpoint is the node's address, for pods); upstream resolvers are a port
+        // nothing listens on.
         let template = include_str!("../../templates/args/dns");
         std::fs::write(
             data.join("args/dns"),
             format!(
-                "{template}--port={}\n--upstream=127.0.0.1:{}\n",
+                "{template}--bind-address=0.0.0.0\n--port={}\n--upstream=127.0.0.1:{}\n",
                 free_port(),
                 free_port()
             ),
