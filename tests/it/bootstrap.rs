@@ -244,6 +244,6 @@ fn help_lists_only_working_commands() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: addon \"dashboard\" not found; available: rbac\n"
+        "error: addon \"dashboard\" not found; available: dns, rbac\n"
     );
 }
