@@ -23,7 +23,8 @@ mk8s_install_packages() {
         protobuf-compiler libprotobuf-dev containerd runc containernetworking-plugins busybox-static
         iptables nftables)
     if [ "$what" = test ]; then
-        pkgs+=(procps etcd-server etcd-client curl)
+        # dig (bind9-dnsutils) judges the cluster DNS; dnsperf loads it (bench/dns.sh).
+        pkgs+=(procps etcd-server etcd-client curl bind9-dnsutils dnsperf)
     fi
     local missing=()
     for p in "${pkgs[@]}"; do

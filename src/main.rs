@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod controllers;
 mod datastore;
+mod dns;
 mod kubelet;
 mod proxy;
 mod scheduler;

@@ -76,6 +76,11 @@ pub const KUBECONFIGS: &[KubeconfigDef] = &[
         user: "proxy",
         cert: "proxy",
     },
+    KubeconfigDef {
+        file: "dns.config",
+        user: "dns",
+        cert: "dns",
+    },
 ];
 
 /// A random secret of `len` letters and digits.

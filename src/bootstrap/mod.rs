@@ -127,6 +127,7 @@ impl RefreshTarget {
                 "scheduler",
                 "kubelet",
                 "proxy",
+                "dns",
                 "cluster-agent",
             ],
         }
@@ -235,6 +236,7 @@ fn leaves(host: &Host, server: &ServerCertSpec) -> Vec<Leaf> {
         client("controller", "system:kube-controller-manager", &[]),
         client("scheduler", "system:kube-scheduler", &[]),
         client("proxy", "system:kube-proxy", &[]),
+        client("dns", "system:kube-dns", &[]),
         client(
             "apiserver-kubelet-client",
             "kube-apiserver-kubelet-client",

@@ -28,44 +28,79 @@ struct FlagChange {
     args_file: &'static str,
     flag: &'static str,
     enabled: &'static str,
-    disabled: &'static str,
+    /// `None`: the flag is removed.
+    disabled: Option<&'static str>,
+}
+
+/// What an addon does besides setting flags: objects in the API, files of its own.
+struct Hooks {
+    /// Whether its own part is on (besides its flags).
+    enabled: fn(&Paths) -> bool,
+    /// Before the flags are set and components restarted; the cluster is running.
+    enable: fn(&Paths) -> anyhow::Result<()>,
+    /// After the flags are reset and components restarted.
+    disable: fn(&Paths) -> anyhow::Result<()>,
 }
 
 pub struct Addon {
     pub name: &'static str,
     pub description: &'static str,
     flags: &'static [FlagChange],
+    /// Supervised components of its own, started while it is on (after the flags' restarts).
+    components: &'static [&'static str],
+    hooks: Option<Hooks>,
 }
 
-pub const ADDONS: &[Addon] = &[Addon {
-    name: "rbac",
-    description: "Role-Based Access Control for authorisation",
-    flags: &[
-        FlagChange {
-            component: "apiserver",
-            args_file: "kube-apiserver",
-            flag: "authorization-mode",
-            enabled: "RBAC,Node",
-            disabled: "AlwaysAllow",
-        },
-        // The kubelet's API is locked down with the rest: callers need `nodes/proxy`,
-        // `nodes/stats`… (asked of the API server), and may bring a token instead of a cert.
-        FlagChange {
+pub const ADDONS: &[Addon] = &[
+    Addon {
+        name: "dns",
+        description: "CoreDNS-compatible cluster DNS (hickory-server)",
+        flags: &[FlagChange {
             component: "kubelet",
             args_file: "kubelet",
-            flag: "authorization-mode",
-            enabled: "Webhook",
-            disabled: "AlwaysAllow",
-        },
-        FlagChange {
-            component: "kubelet",
-            args_file: "kubelet",
-            flag: "authentication-token-webhook",
-            enabled: "true",
-            disabled: "false",
-        },
-    ],
-}];
+            flag: "cluster-dns",
+            enabled: crate::dns::SERVICE_IP,
+            disabled: None,
+        }],
+        components: &["dns"],
+        hooks: Some(Hooks {
+            enabled: super::dns_addon::installed,
+            enable: super::dns_addon::enable,
+            disable: super::dns_addon::disable,
+        }),
+    },
+    Addon {
+        name: "rbac",
+        description: "Role-Based Access Control for authorisation",
+        flags: &[
+            FlagChange {
+                component: "apiserver",
+                args_file: "kube-apiserver",
+                flag: "authorization-mode",
+                enabled: "RBAC,Node",
+                disabled: Some("AlwaysAllow"),
+            },
+            // The kubelet's API is locked down with the rest: callers need `nodes/proxy`,
+            // `nodes/stats`… (asked of the API server), and may bring a token instead of a cert.
+            FlagChange {
+                component: "kubelet",
+                args_file: "kubelet",
+                flag: "authorization-mode",
+                enabled: "Webhook",
+                disabled: Some("AlwaysAllow"),
+            },
+            FlagChange {
+                component: "kubelet",
+                args_file: "kubelet",
+                flag: "authentication-token-webhook",
+                enabled: "true",
+                disabled: Some("false"),
+            },
+        ],
+        components: &[],
+        hooks: None,
+    },
+];
 
 fn flag_value(paths: &Paths, f: &FlagChange) -> Option<String> {
     let file = paths.data_file("args").join(f.args_file);
@@ -83,6 +118,7 @@ impl Addon {
         self.flags
             .iter()
             .all(|f| flag_value(paths, f).as_deref() == Some(f.enabled))
+            && self.hooks.as_ref().is_none_or(|h| (h.enabled)(paths))
     }
 }
 
@@ -111,22 +147,46 @@ pub fn run(paths: &Paths, a: Args, enable: bool) -> anyhow::Result<ExitCode> {
             continue;
         }
         println!("{verb} {}", addon.name);
+        let running = supervisor::running(paths).is_some();
+        if let Some(h) = &addon.hooks {
+            anyhow::ensure!(
+                running,
+                "mk8s is not running; `mk8s start` first ({} needs the API server)",
+                addon.name
+            );
+            if enable {
+                (h.enable)(paths)?;
+            }
+        }
         let mut restart = Vec::new();
         for f in addon.flags {
             let file = paths.data_file("args").join(f.args_file);
-            let value = if enable { f.enabled } else { f.disabled };
-            args::set_flag(&file, f.flag, Some(value))
+            let value = if enable { Some(f.enabled) } else { f.disabled };
+            args::set_flag(&file, f.flag, value)
                 .with_context(|| format!("cannot set --{} in {}", f.flag, file.display()))?;
             if !restart.contains(&f.component) {
                 restart.push(f.component);
             }
         }
-        if supervisor::running(paths).is_some() {
+        restart.extend(addon.components);
+        if running {
             for c in restart {
-                println!("Restarting {c}");
+                println!(
+                    "{} {c}",
+                    if addon.components.contains(&c) && !enable {
+                        "Stopping"
+                    } else {
+                        "Restarting"
+                    }
+                );
                 supervisor::restart_component(paths, c, RESTART_TIMEOUT)
                     .with_context(|| format!("cannot restart {c}"))?;
             }
+        }
+        if let Some(h) = &addon.hooks
+            && !enable
+        {
+            (h.disable)(paths)?;
         }
         println!(
             "{} is {}",

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::common::paths::Paths;
-use crate::{apiserver, controllers, datastore, kubelet, proxy, scheduler};
+use crate::{apiserver, controllers, datastore, dns, kubelet, proxy, scheduler};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Component {
@@ -24,6 +24,8 @@ pub enum Component {
     Kubelet,
     /// The service proxy: Services and EndpointSlices as nftables rules; health on 10256
     Proxy,
+    /// Cluster DNS on the node's address, port 53 (while `mk8s enable dns` is on)
+    Dns,
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +86,10 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
         Component::Proxy => {
             let config = proxy::load_config(paths, &a.flags)?;
             runtime()?.block_on(proxy::run(config))?;
+        }
+        Component::Dns => {
+            let config = dns::load_config(paths, &a.flags)?;
+            runtime()?.block_on(dns::run(config))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::bootstrap;
 use crate::common::paths::Paths;
 use crate::datastore;
-use crate::supervisor::{self, COMPONENTS, status::State};
+use crate::supervisor::{self, COMPONENTS};
 
 /// Log lines kept per component.
 const LOG_TAIL_LINES: usize = 2000;
@@ -32,7 +32,7 @@ fn problems(paths: &Paths) -> Vec<String> {
     let status = supervisor::status::read(&supervisor::status_path(paths)).filter(|_| running);
     if running {
         for c in status.iter().flat_map(|s| &s.components) {
-            if c.state != State::Running {
+            if !c.state.is_up() {
                 found.push(format!(
                     "{} is not running ({:?}): {}",
                     c.name,

@@ -6,6 +6,7 @@ mod bootstrap;
 mod config;
 mod daemon;
 mod dbctl;
+mod dns_addon;
 mod images;
 mod inspect;
 mod kubectl;

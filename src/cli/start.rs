@@ -135,7 +135,7 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
                 .map(|s| {
                     s.components
                         .into_iter()
-                        .filter(|c| c.state != State::Running)
+                        .filter(|c| !c.state.is_up())
                         .map(|c| c.name)
                         .collect()
                 })

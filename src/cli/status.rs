@@ -89,7 +89,7 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
         Format::Short | Format::Pretty if !ready => {
             println!("mk8s is not running");
             if let Some(st) = &st {
-                for c in st.components.iter().filter(|c| c.state != State::Running) {
+                for c in st.components.iter().filter(|c| !c.state.is_up()) {
                     println!("  {}: {}", c.name, state_name(c.state));
                 }
             }
@@ -132,5 +132,6 @@ fn state_name(s: State) -> &'static str {
         State::Failed => "failed",
         State::Stopping => "stopping",
         State::Stopped => "stopped",
+        State::Disabled => "disabled",
     }
 }

@@ -57,6 +57,15 @@ pub struct ComponentDef {
     pub probe: Probe,
     /// How long it gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// For a component an addon turns on: whether it is on (read from files, so a hand edit
+    /// counts). Its args file is the addon's to install, and while off it is not run.
+    pub enabled: Option<fn(&Paths) -> bool>,
+}
+
+impl ComponentDef {
+    pub fn is_enabled(&self, paths: &Paths) -> bool {
+        self.enabled.is_none_or(|f| f(paths))
+    }
 }
 
 /// Every component, in start order (the others join as their issues land).
@@ -74,6 +83,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
             Box::pin(async move { crate::kubelet::containerd::probe_ready(&paths).await })
         },
         stop_grace: CONTAINERD_STOP_GRACE,
+        enabled: None,
     },
     ComponentDef {
         name: "datastore",
@@ -89,6 +99,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
         },
         probe: |paths| Box::pin(async move { probe_datastore(&paths).await }),
         stop_grace: STOP_GRACE,
+        enabled: None,
     },
     ComponentDef {
         name: "apiserver",
@@ -100,6 +111,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
         },
         probe: |paths| Box::pin(async move { crate::apiserver::probe_ready(&paths).await }),
         stop_grace: STOP_GRACE,
+        enabled: None,
     },
     ComponentDef {
         name: "controller-manager",
@@ -111,6 +123,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
         },
         probe: |paths| Box::pin(async move { crate::controllers::probe_ready(&paths).await }),
         stop_grace: STOP_GRACE,
+        enabled: None,
     },
     ComponentDef {
         name: "scheduler",
@@ -122,6 +135,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
         },
         probe: |paths| Box::pin(async move { crate::scheduler::probe_ready(&paths).await }),
         stop_grace: STOP_GRACE,
+        enabled: None,
     },
     ComponentDef {
         name: "kubelet",
@@ -133,6 +147,7 @@ pub const COMPONENTS: &[ComponentDef] = &[
         },
         probe: |paths| Box::pin(async move { crate::kubelet::probe_ready(&paths).await }),
         stop_grace: STOP_GRACE,
+        enabled: None,
     },
     ComponentDef {
         name: "proxy",
@@ -144,6 +159,19 @@ pub const COMPONENTS: &[ComponentDef] = &[
         },
         probe: |paths| Box::pin(async move { crate::proxy::probe_ready(&paths).await }),
         stop_grace: STOP_GRACE,
+        enabled: None,
+    },
+    ComponentDef {
+        name: "dns",
+        args_file: crate::dns::ARGS_FILE,
+        args_template: include_str!("../../templates/args/dns"),
+        listens: |paths| {
+            let c = crate::dns::load_config(paths, &[]).map_err(|e| e.to_string())?;
+            Ok(vec![c.listen_addr()])
+        },
+        probe: |paths| Box::pin(async move { crate::dns::probe_ready(&paths).await }),
+        stop_grace: STOP_GRACE,
+        enabled: Some(crate::dns::enabled),
     },
 ];
 
@@ -171,15 +199,16 @@ fn restart_marker(paths: &Paths, name: &str) -> PathBuf {
 
 /// Asks the running supervisor to restart one component now (SIGHUP names it through a
 /// marker file), without counting a crash or waiting out a back-off; returns once it is
-/// ready again.
+/// ready again, or, for an addon's component that is now off, once it has stopped.
 pub fn restart_component(
     paths: &Paths,
     name: &str,
     timeout: Duration,
 ) -> Result<(), SupervisorError> {
-    if !COMPONENTS.iter().any(|c| c.name == name) {
+    let Some(def) = COMPONENTS.iter().find(|c| c.name == name) else {
         return Err(SupervisorError::UnknownComponent(name.into()));
-    }
+    };
+    let enabled = def.is_enabled(paths);
     let Some(pid) = running(paths).filter(|p| *p != 0) else {
         return Err(SupervisorError::NotRunning);
     };
@@ -193,10 +222,12 @@ pub fn restart_component(
     loop {
         let now = status::read(&status_path(paths))
             .and_then(|s| s.components.into_iter().find(|c| c.name == name));
-        if now
-            .as_ref()
-            .is_some_and(|c| c.state == State::Running && c.pid.is_some() && c.pid != before)
-        {
+        let done = match &now {
+            Some(c) if enabled => c.state == State::Running && c.pid.is_some() && c.pid != before,
+            Some(c) => c.state == State::Disabled,
+            None => false,
+        };
+        if done {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -215,7 +246,7 @@ pub fn install_args(paths: &Paths) -> Result<Vec<PathBuf>, SupervisorError> {
     let dir = paths.data_file("args");
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let mut written = Vec::new();
-    for c in COMPONENTS {
+    for c in COMPONENTS.iter().filter(|c| c.enabled.is_none()) {
         let p = dir.join(c.args_file);
         if !p.exists() {
             crate::common::fsutil::write_atomic(&p, c.args_template.as_bytes(), 0o644)
@@ -229,7 +260,7 @@ pub fn install_args(paths: &Paths) -> Result<Vec<PathBuf>, SupervisorError> {
 /// Checks every component's args file and ports before anything starts, so a bad line or a
 /// taken port is one clear error instead of a crash loop.
 pub fn preflight(paths: &Paths) -> Result<(), String> {
-    for c in COMPONENTS {
+    for c in COMPONENTS.iter().filter(|c| c.is_enabled(paths)) {
         for addr in (c.listens)(paths).map_err(|e| format!("{}: {e}", c.name))? {
             ports::check_free(addr).map_err(|e| format!("{}: {e}", c.name))?;
         }
@@ -528,9 +559,24 @@ async fn keep_running(
     let mut ready_tx = Some(ready_tx);
     let mut delay = FIRST_BACKOFF;
     let pid_file = component_pid_file(&paths, name);
+    let def = COMPONENTS.iter().find(|c| c.name == name);
     loop {
         if *stop.borrow() {
             break;
+        }
+        if def.is_some_and(|d| !d.is_enabled(&paths)) {
+            shared.update(name, |c| {
+                c.state = State::Disabled;
+                c.pid = None;
+            });
+            // Nothing waits for an addon that is off; a restart request re-checks.
+            if let Some(tx) = ready_tx.take() {
+                let _ = tx.send(());
+            }
+            tokio::select! {
+                _ = restart.notified() => continue,
+                _ = stop.changed() => break,
+            }
         }
         shared.update(name, |c| {
             c.state = State::Starting;

@@ -19,6 +19,15 @@ pub enum State {
     Failed,
     Stopping,
     Stopped,
+    /// An addon's component while the addon is off.
+    Disabled,
+}
+
+impl State {
+    /// Running, or an addon's component that is meant to be off.
+    pub fn is_up(self) -> bool {
+        matches!(self, State::Running | State::Disabled)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,7 +49,7 @@ pub struct Status {
 
 impl Status {
     pub fn all_running(&self) -> bool {
-        self.components.iter().all(|c| c.state == State::Running)
+        self.components.iter().all(|c| c.state.is_up())
     }
 }
 

@@ -57,6 +57,7 @@ fn components_get_upstream_identities() {
     );
     assert_eq!(subject("scheduler"), "subject=CN=system:kube-scheduler");
     assert_eq!(subject("proxy"), "subject=CN=system:kube-proxy");
+    assert_eq!(subject("dns"), "subject=CN=system:kube-dns");
     assert_eq!(
         subject("front-proxy-client"),
         "subject=CN=front-proxy-client"
@@ -243,6 +244,6 @@ fn help_lists_only_working_commands() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: addon \"dashboard\" not found; available: rbac\n"
+        "error: addon \"dashboard\" not found; available: dns, rbac\n"
     );
 }

@@ -10,6 +10,7 @@ use crate::etcd::{etcdctl_cmd, free_port};
 /// Every component the supervisor runs, for the kill-by-pid-file cleanup.
 pub const COMPONENTS: &[&str] = &[
     "supervisor",
+    "dns",
     "proxy",
     "kubelet",
     "scheduler",
@@ -101,6 +102,19 @@ impl Cluster {
             format!(
                 "{template}--port={}\n--read-only-port={}\n--healthz-port={}\n--address=127.0.0.1\n--sync-frequency=2s\n",
                 free_port(),
+                free_port(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        // Read once `mk8s enable dns` is run: every address, so tests ask on 127.0.0.1 (the
+        // kube-dns endpoint is the node's address, for pods); upstream resolvers are a port
+        // nothing listens on.
+        let template = include_str!("../../templates/args/dns");
+        std::fs::write(
+            data.join("args/dns"),
+            format!(
+                "{template}--bind-address=0.0.0.0\n--port={}\n--upstream=127.0.0.1:{}\n",
                 free_port(),
                 free_port()
             ),

@@ -11,6 +11,7 @@ mod crash;
 mod datastore;
 mod datastore_client;
 mod datastore_diff;
+mod dns;
 mod etcd;
 mod jobs;
 mod kube_client;

@@ -195,6 +195,7 @@ pub const CA_SIGNED: &[&str] = &[
     "controller",
     "scheduler",
     "proxy",
+    "dns",
     "apiserver-kubelet-client",
     "apiserver-etcd-client",
     "datastore",
@@ -207,6 +208,7 @@ pub const KUBECONFIGS: &[&str] = &[
     "controller.config",
     "scheduler.config",
     "proxy.config",
+    "dns.config",
 ];
 
 /// The SANs `openssl x509 -text` shows: DNS names as written, IPs normalised.
