@@ -2,46 +2,13 @@
 //! (`get --raw`, `kubectl proxy`, `cluster-info`) against the end-to-end cluster's `web` pod
 //! (busybox httpd on 8080 serving `hello-web`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 use crate::etcd::free_port;
-
-fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(c.data.join("credentials/client.config"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn apply(c: &Cluster, yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(c.data.join("credentials/client.config"))
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "apply: {out:?}");
-}
+use crate::pods::{apply, kubectl};
 
 /// A GET through `kubectl proxy` with curl (no redirects followed): status and body.
 fn http_get(port: u16, path: &str) -> (String, String) {
