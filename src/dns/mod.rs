@@ -299,6 +299,37 @@ async fn sync(client: kube::Client, config: Config, shared: server::Shared) {
     }
 }
 
+/// The UDP sockets to answer on. A socket bound to the unspecified address would answer
+/// from whichever address routes back to the asker (the pod bridge's, for a pod), which
+/// conntrack cannot match to the kube-dns Service's translation, so the pod drops the reply.
+/// Instead each host address and loopback gets its own socket, and replies leave from the
+/// address asked; addresses added after start are served over TCP only.
+async fn udp_sockets(addr: SocketAddr) -> std::io::Result<Vec<tokio::net::UdpSocket>> {
+    if !addr.ip().is_unspecified() {
+        return Ok(vec![tokio::net::UdpSocket::bind(addr).await?]);
+    }
+    let loopback = match addr.ip() {
+        IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    };
+    let mut ips = vec![loopback];
+    ips.extend(
+        crate::common::host::host_addresses()
+            .into_iter()
+            .filter(|ip| ip.is_ipv4() == addr.is_ipv4()),
+    );
+    let mut out = Vec::new();
+    for ip in ips {
+        match tokio::net::UdpSocket::bind(SocketAddr::new(ip, addr.port())).await {
+            Ok(s) => out.push(s),
+            // Loopback is required (the readiness probe asks there); others are best effort.
+            Err(e) if ip == loopback => return Err(e),
+            Err(e) => tracing::warn!(%ip, error = %e, "cannot answer udp on this address"),
+        }
+    }
+    Ok(out)
+}
+
 /// Serves until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), DnsError> {
     let bad = |cause: String| DnsError::Kubeconfig {
@@ -314,7 +345,7 @@ pub async fn run(config: Config) -> Result<(), DnsError> {
 
     let addr = config.listen_addr();
     let listen = |cause| DnsError::Listen { addr, cause };
-    let udp = tokio::net::UdpSocket::bind(addr).await.map_err(listen)?;
+    let udp = udp_sockets(addr).await.map_err(listen)?;
     let tcp = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
     let shared: server::Shared = Arc::new(RwLock::new(None));
     let handler = server::Handler {
@@ -322,7 +353,9 @@ pub async fn run(config: Config) -> Result<(), DnsError> {
         upstream: config.upstream.clone(),
     };
     let mut dns = hickory_server::Server::new(handler);
-    dns.register_socket(udp);
+    for sock in udp {
+        dns.register_socket(sock);
+    }
     dns.register_listener(tcp, TCP_TIMEOUT, 64);
     tracing::info!(%addr, upstream = ?config.upstream, "dns serving on udp and tcp");
     let syncing = tokio::spawn(sync(client, config, shared));

@@ -5,57 +5,18 @@
 //! resolvers are a local port nothing listens on (see `Cluster::new`), so forwarding fails
 //! fast and never leaves the machine. `dns_from_pods` is the in-pod scenario for the pods e2e.
 
-use std::io::Write;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::cluster::Cluster;
 
+use crate::pods::{apply, jsonpath, wait_for as eventually};
+
+/// kubectl's success and its stdout and stderr together.
 fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
-    let out = c.kubectl_at(args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
-    let expr = format!("jsonpath={path}");
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend(["-o", expr.as_str()]);
-    let out = c.kubectl_at(&args);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn apply(c: &Cluster, yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(c.data.join("credentials/client.config"))
-        .args(["apply", "-f", "-"])
-        .env("HOME", c.common.as_os_str())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "apply: {out:?}\n{yaml}");
-}
-
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let (ok, out, err) = crate::pods::kubectl(c, args);
+    (ok, out + &err)
 }
 
 /// The daemon on loopback, at the port the kube-dns EndpointSlice names.
@@ -393,9 +354,11 @@ fn dns_addon_serves_services_and_goes_away() {
 /// From a busybox pod (the pods e2e calls this once `enable dns` is on and the node proxy
 /// routes 10.152.183.10): the pod's resolv.conf search path finds `kubernetes.default`, and a
 /// headless Service resolves to its pods' IPs.
-// Not called yet: from a pod, `nslookup kubernetes.default` through 10.152.183.10 timed out
-// in the first merged run (DNS through the proxy is still to be debugged).
-#[allow(dead_code)]
+/// From a pod: the kubelet's resolv.conf, the API server's Service by name, a headless
+/// Service's pod, and a Service by its short name through the search list and the proxy
+/// (`web` fronts the httpd pod). busybox's `nslookup` asks for exactly the name it is given
+/// (no search list), so it gets full names; `wget` resolves through libc, which applies it.
+/// (Debian's static busybox `wget -T` crashes, hence `timeout`.)
 pub fn dns_from_pods(c: &Cluster) {
     apply(
         c,
@@ -424,37 +387,55 @@ spec:
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
     });
+    let (ok, resolv) = kubectl(c, &["exec", "dns-peer", "--", "cat", "/etc/resolv.conf"]);
+    assert!(ok, "{resolv}");
+    for line in [
+        "nameserver 10.152.183.10",
+        "search default.svc.cluster.local svc.cluster.local cluster.local",
+        "options ndots:5",
+    ] {
+        assert!(
+            resolv.lines().any(|l| l.trim() == line),
+            "{line}:\n{resolv}"
+        );
+    }
     let pod_ip = jsonpath(c, &["pod", "dns-peer"], "{.status.podIP}");
     let lookup = |name: &str| kubectl(c, &["exec", "dns-peer", "--", "nslookup", name]);
     eventually("kubernetes.default to resolve in the pod", 60, || {
-        let (ok, out) = lookup("kubernetes.default");
+        let (ok, out) = lookup("kubernetes.default.svc.cluster.local");
         ok && out.contains("Address: 10.152.183.1")
     });
     eventually("the headless service to resolve to its pod", 60, || {
         let (ok, out) = lookup("dns-peers.default.svc.cluster.local");
         ok && out.contains(&format!("Address: {pod_ip}"))
     });
-    // A Service by name, through cluster DNS and the proxy (`web` fronts the httpd pod).
-    eventually(
-        "web.default.svc.cluster.local to answer from the pod",
-        60,
-        || {
-            let (ok, out) = kubectl(
-                c,
-                &[
-                    "exec",
-                    "dns-peer",
-                    "--",
-                    "wget",
-                    "-qO-",
-                    "-T",
-                    "5",
-                    "http://web.default.svc.cluster.local",
-                ],
-            );
-            ok && out.contains("hello-web")
-        },
-    );
+    let (ok, out) = lookup("nosuch.default.svc.cluster.local");
+    assert!(!ok && out.contains("NXDOMAIN"), "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out) = kubectl(
+            c,
+            &[
+                "exec",
+                "dns-peer",
+                "--",
+                "busybox",
+                "timeout",
+                "5",
+                "wget",
+                "-qO-",
+                "http://web",
+            ],
+        );
+        if ok && out.contains("hello-web") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let (_, web) = lookup("web.default.svc.cluster.local");
+            panic!("web, by its short name, never answered from the pod: {out}\n{web}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let (ok, out) = kubectl(c, &["delete", "pod/dns-peer", "service/dns-peers"]);
     assert!(ok, "{out}");
 }

@@ -377,6 +377,10 @@ fn pods_run_on_containerd_end_to_end() {
     restarted_kubelet_adopts(&c);
     stats_summary(&c);
     crate::apiproxy::api_proxies_to_services_and_pods(&c);
+    // Cluster DNS from pods: enabling it points the kubelet's resolv.conf at kube-dns.
+    let out = c.ok(&["enable", "dns"]);
+    assert!(out.ends_with("dns is enabled\n"), "{out}");
+    crate::dns::dns_from_pods(&c);
     exec_attach_and_port_forward(&c);
     bad_input_keeps_the_rest_running(&c);
 
