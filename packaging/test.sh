@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: install what the tests need and run every test (unit + integration),
-# then the bootstrap, API server, pod and scheduler benchmarks. Build once: the tests reuse the same target dir.
+# then the bootstrap, API server, pod, scheduler, RBAC, service proxy and DNS benchmarks. Build once: the tests reuse the same target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . packaging/deps.sh
@@ -13,3 +13,5 @@ bench/apiserver.sh
 bench/pods.sh
 bench/scheduler.sh
 bench/rbac.sh
+bench/services.sh
+bench/dns.sh
