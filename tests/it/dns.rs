@@ -354,8 +354,9 @@ fn dns_addon_serves_services_and_goes_away() {
 /// From a busybox pod (the pods e2e calls this once `enable dns` is on and the node proxy
 /// routes 10.152.183.10): the pod's resolv.conf search path finds `kubernetes.default`, and a
 /// headless Service resolves to its pods' IPs.
-/// From a pod: the kubelet's resolv.conf, the API server's Service by name, a headless
-/// Service's pod, and a Service by its short name through the search list and the proxy
+/// From a pod: the kubelet's resolv.conf, the API server's Service by name (and HTTPS to
+/// `https://kubernetes.default.svc/api` with the pod's token), a headless Service's pod, and a
+/// Service by its full and short name through the search list and the proxy
 /// (`web` fronts the httpd pod). busybox's `nslookup` asks for exactly the name it is given
 /// (no search list), so it gets full names; `wget` resolves through libc, which applies it.
 /// (Debian's static busybox `wget -T` crashes, hence `timeout`.)
@@ -425,6 +426,42 @@ spec:
     assert!(
         out.contains("Connecting to kubernetes.default:443 (10.152.183.1:443)"),
         "{out}"
+    );
+    // The in-cluster path to the API: `kubernetes.default.svc` as the pod's resolver finds it,
+    // then HTTPS checked against the pod's ca.crt for that name, with the pod's token.
+    let (_, out) = wget("http://kubernetes.default.svc:443/");
+    let ip = out
+        .split("Connecting to kubernetes.default.svc:443 (")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("kubernetes.default.svc did not resolve: {out}"))
+        .to_string();
+    assert_eq!(ip, "10.152.183.1");
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let (ok, token) = kubectl(
+        c,
+        &["exec", "dns-peer", "--", "cat", &format!("{sa}/token")],
+    );
+    assert!(ok, "{token}");
+    let (ok, ca) = kubectl(
+        c,
+        &["exec", "dns-peer", "--", "cat", &format!("{sa}/ca.crt")],
+    );
+    assert!(ok, "{ca}");
+    let ca_file = c.common.join("dns-peer-ca.crt");
+    std::fs::write(&ca_file, ca).unwrap();
+    let out = crate::proxy::in_pod_netns(c, "dns-peer")
+        .args(["curl", "-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca_file)
+        .args(["--resolve", &format!("kubernetes.default.svc:443:{ip}")])
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .arg("https://kubernetes.default.svc/api")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("APIVersions"),
+        "{out:?}"
     );
     for url in ["http://web.default.svc.cluster.local", "http://web"] {
         let mut last = String::new();

@@ -151,30 +151,8 @@ pub fn services_route_traffic(c: &Cluster) {
     assert!(ok, "{err}");
     let ca_file = c.common.join("api-client-ca.crt");
     std::fs::write(&ca_file, ca).unwrap();
-    let cid = jsonpath(
-        c,
-        &["pod", "api-client"],
-        "{.status.containerStatuses[0].containerID}",
-    );
-    let cid = cid.trim_start_matches("containerd://");
-    let tasks = ctr(c, &["tasks", "ls"]);
-    let pid = tasks
-        .lines()
-        .find(|l| l.starts_with(cid))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no task {cid}: {tasks}"))
-        .to_string();
-    let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &pid,
-            "-n",
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--cacert",
-        ])
+    let out = in_pod_netns(c, "api-client")
+        .args(["curl", "-sS", "--max-time", "10", "--cacert"])
         .arg(&ca_file)
         .args([
             "-H",
@@ -248,4 +226,25 @@ pub fn services_route_traffic(c: &Cluster) {
         kubectl(c, &["delete", "pod", p, "--wait=false"]);
     }
     kubectl(c, &["delete", "deployment", "proxied"]);
+}
+
+/// A command to run in a pod's network namespace (for tools busybox lacks, such as curl with
+/// TLS): `nsenter` into its first container's task.
+pub(crate) fn in_pod_netns(c: &Cluster, pod: &str) -> Command {
+    let cid = jsonpath(
+        c,
+        &["pod", pod],
+        "{.status.containerStatuses[0].containerID}",
+    );
+    let cid = cid.trim_start_matches("containerd://");
+    let tasks = ctr(c, &["tasks", "ls"]);
+    let pid = tasks
+        .lines()
+        .find(|l| l.starts_with(cid))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no task {cid}: {tasks}"))
+        .to_string();
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["-t", &pid, "-n"]);
+    cmd
 }
