@@ -11,6 +11,7 @@ pub mod fault;
 pub mod fsutil;
 pub mod heap;
 pub mod host;
+pub mod insecure_tls;
 pub mod labels;
 pub mod paths;
 pub mod quantity;

@@ -462,7 +462,7 @@ impl Worker {
             let md = sb.metadata.clone().unwrap_or_default();
             attempt = attempt.max(md.attempt + 1);
             if sb.state == cri::PodSandboxState::SandboxReady as i32 {
-                let ips = self.sandbox_ips(&sb.id).await;
+                let ips = self.sandbox_ips(pod, &sb.id).await;
                 self.sandbox = Some((sb.id.clone(), ips.clone()));
                 return Ok((sb.id.clone(), ips));
             }
@@ -487,12 +487,17 @@ impl Worker {
             .map_err(|e| e.to_string())?
             .into_inner()
             .pod_sandbox_id;
-        let ips = self.sandbox_ips(&id).await;
+        let ips = self.sandbox_ips(pod, &id).await;
         self.sandbox = Some((id.clone(), ips.clone()));
         Ok((id, ips))
     }
 
-    async fn sandbox_ips(&self, id: &str) -> Vec<String> {
+    /// The pod's addresses: the node's for a host-network pod (as upstream's kubelet), else
+    /// what CNI gave its sandbox.
+    async fn sandbox_ips(&self, pod: &Pod, id: &str) -> Vec<String> {
+        if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            return vec![self.shared.host_ip.clone()];
+        }
         let mut rt = self.shared.cri.runtime.clone();
         let st = rt
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -1426,6 +1431,7 @@ async fn run_hook(
         exec: hook.exec.as_ref(),
         http_get: hook.http_get.as_ref(),
         tcp_socket: hook.tcp_socket.as_ref(),
+        grpc: None,
     };
     match tokio::time::timeout(budget, h.run(shared, c, id, ip, budget)).await {
         Ok(r) => r,
@@ -1482,7 +1488,7 @@ fn field_path(c: &Container, init: bool) -> String {
 }
 
 /// Go's `time.Duration` text for whole seconds and minutes (`10s`, `5m0s`).
-fn go_duration(d: Duration) -> String {
+pub(super) fn go_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)

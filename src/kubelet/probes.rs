@@ -259,6 +259,7 @@ impl Runner {
             exec: p.exec.as_ref(),
             http_get: p.http_get.as_ref(),
             tcp_socket: p.tcp_socket.as_ref(),
+            grpc: p.grpc.as_ref(),
         };
         h.run(&self.shared, &self.container, &self.id, &self.ip, timeout)
             .await
@@ -270,6 +271,8 @@ pub struct Handler<'a> {
     pub exec: Option<&'a k8s_openapi::api::core::v1::ExecAction>,
     pub http_get: Option<&'a k8s_openapi::api::core::v1::HTTPGetAction>,
     pub tcp_socket: Option<&'a k8s_openapi::api::core::v1::TCPSocketAction>,
+    /// Probes only (lifecycle hooks have none).
+    pub grpc: Option<&'a k8s_openapi::api::core::v1::GRPCAction>,
 }
 
 /// A port by number or by the name of one of the container's ports.
@@ -335,11 +338,12 @@ impl Handler<'_> {
         if let Some(http) = self.http_get {
             let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
             let port = port(container, &http.port)?;
-            if http.scheme.as_deref() == Some("HTTPS") {
-                return Err("HTTPS probes are not supported by mk8s yet".into());
-            }
+            let https = http.scheme.as_deref() == Some("HTTPS");
             let path = http.path.clone().unwrap_or_else(|| "/".into());
-            let url = format!("http://{host}:{port}{path}");
+            let url = format!(
+                "{}://{host}:{port}{path}",
+                if https { "https" } else { "http" }
+            );
             let mut req = format!(
                 "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\nConnection: close\r\n"
             );
@@ -348,27 +352,26 @@ impl Handler<'_> {
             }
             req.push_str("\r\n");
             let fetch = async {
-                let mut s = tokio::net::TcpStream::connect(format!("{host}:{port}"))
+                let tcp = tokio::net::TcpStream::connect(format!("{host}:{port}"))
                     .await
                     .map_err(|e| {
                         format!("Get {url:?}: dial tcp {host}:{port}: {}", go_net_error(&e))
                     })?;
-                s.write_all(req.as_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut buf = vec![0u8; 1024];
-                let mut n = 0;
-                while n < buf.len() {
-                    let got = s.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
-                    if got == 0 {
-                        break;
-                    }
-                    n += got;
-                    if buf[..n].windows(2).any(|w| w == b"\r\n") {
-                        break;
-                    }
+                let line = if https {
+                    // As upstream's prober: TLS without verifying the pod's certificate.
+                    let tls = crate::common::insecure_tls::client_config(&[b"http/1.1"])
+                        .map_err(|e| format!("Get {url:?}: {e}"))?;
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| format!("Get {url:?}: {e}"))?;
+                    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("Get {url:?}: {e}"))?;
+                    status_line(stream, &req).await
+                } else {
+                    status_line(tcp, &req).await
                 }
-                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                .map_err(|e| format!("Get {url:?}: {e}"))?;
                 let code: u16 = line
                     .split_whitespace()
                     .nth(1)
@@ -387,7 +390,107 @@ impl Handler<'_> {
                 )),
             };
         }
-        Err("unsupported probe handler (grpc probes are not supported by mk8s yet)".into())
+        if let Some(grpc) = self.grpc {
+            return grpc_check(pod_ip, grpc, timeout).await;
+        }
+        Err("unsupported probe handler".into())
+    }
+}
+
+/// Sends `req` and reads the response's status line.
+async fn status_line<S>(mut s: S, req: &str) -> Result<String, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        let got = s.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+        if buf[..n].windows(2).any(|w| w == b"\r\n") {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Upstream's gRPC prober: `grpc.health.v1.Health/Check` for `service` on the pod's address,
+/// in plain text, SERVING or a failure in upstream's words.
+async fn grpc_check(
+    pod_ip: &str,
+    grpc: &k8s_openapi::api::core::v1::GRPCAction,
+    timeout: Duration,
+) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let addr = if pod_ip.contains(':') {
+        format!("[{pod_ip}]:{}", grpc.port)
+    } else {
+        format!("{pod_ip}:{}", grpc.port)
+    };
+    let secs = super::pods::go_duration(timeout);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("error: failed to connect service at {addr:?}: {e}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .user_agent("kube-probe/1.32")
+        .map_err(|e| format!("error: failed to connect service at {addr:?}: {e}"))?;
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Err(_) => {
+            return Err(format!(
+                "timeout: failed to connect service {addr:?} within {secs}: context deadline exceeded"
+            ));
+        }
+        Ok(Err(e)) => {
+            let cause = std::error::Error::source(&e).map_or(e.to_string(), |c| c.to_string());
+            return Err(format!(
+                "error: failed to connect service at {addr:?}: {cause}"
+            ));
+        }
+        Ok(Ok(c)) => c,
+    };
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: grpc.service.clone().unwrap_or_default(),
+    };
+    let reply = match tokio::time::timeout(timeout, client.check(request)).await {
+        Err(_) => {
+            return Err(format!(
+                "timeout: health rpc did not complete within {secs}"
+            ));
+        }
+        Ok(Err(status)) => {
+            return Err(match status.code() {
+                tonic::Code::Unimplemented => format!(
+                    "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                    status.message()
+                ),
+                tonic::Code::DeadlineExceeded => {
+                    format!("timeout: health rpc did not complete within {secs}")
+                }
+                code => format!(
+                    "error: health rpc probe failed: rpc error: code = {code:?} desc = {}",
+                    status.message()
+                ),
+            });
+        }
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    match ServingStatus::try_from(reply.status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(other) => Err(format!(
+            "service unhealthy (responded with {:?})",
+            other.as_str_name()
+        )),
+        Err(_) => Err(format!(
+            "service unhealthy (responded with \"{}\")",
+            reply.status
+        )),
     }
 }
 

@@ -18,6 +18,7 @@ mod kube_client;
 mod kubeconfig;
 mod kubelet_api;
 mod pods;
+mod probes;
 mod proxy;
 mod rbac;
 mod refresh;

@@ -231,7 +231,16 @@ fn pods_run_on_containerd_end_to_end() {
         &c,
         &["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"],
     );
-    assert!(ok, "web never became Ready: {err}");
+    if !ok {
+        let (_, pods, _) = kubectl(&c, &["get", "pods", "-o", "yaml"]);
+        let (_, events, _) = kubectl(&c, &["get", "events"]);
+        let log = std::fs::read_to_string(c.common.join("var/log/kubelet.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "web never became Ready: {err}\n{pods}\n{events}\nkubelet log (last lines first):\n{}",
+            tail.join("\n")
+        );
+    }
     let web_ip = jsonpath(&c, &["pod", "web"], "{.status.podIP}");
     assert!(web_ip.starts_with("10.1."), "{web_ip}");
     assert_eq!(jsonpath(&c, &["pod", "web"], "{.status.phase}"), "Running");
@@ -373,6 +382,7 @@ fn pods_run_on_containerd_end_to_end() {
     crate::proxy::services_route_traffic(&c);
     crate::sets::daemonset_runs_on_the_node(&c);
     hooks_claims_and_updates(&c);
+    crate::probes::https_and_grpc_probes(&c);
     init_security_and_downward(&c);
     restarted_kubelet_adopts(&c);
     stats_summary(&c);
