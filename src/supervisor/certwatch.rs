@@ -41,7 +41,9 @@ pub async fn run(paths: Paths) {
             Ok(Ok(None)) => last_error = None,
             Ok(Ok(Some(done))) => {
                 last_error = None;
-                tracing::info!(
+                // A warning, so it shows at the default log level: the node's certificates
+                // changed under running servers.
+                tracing::warn!(
                     why = done.reasons.join("; "),
                     written = done.written.join(", "),
                     "renewed serving certificates; servers reload them without a restart"
