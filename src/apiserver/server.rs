@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -14,11 +14,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Response, StatusCode};
-use parking_lot::RwLock;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
+use rustls::server::WebPkiClientVerifier;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -132,63 +130,6 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code(), &e.to_status())
 }
 
-/// The serving certificate, re-read when its files change so `refresh-certs` needs no restart.
-struct ReloadingCert {
-    cert: PathBuf,
-    key: PathBuf,
-    current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>, Instant)>,
-}
-
-const CERT_RECHECK: Duration = Duration::from_secs(5);
-
-fn load_certified(cert: &PathBuf, key: &PathBuf) -> Result<Arc<CertifiedKey>, ApiServerError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| ApiServerError::Tls(format!("{}: {e}", cert.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiServerError::Tls(format!("{}: {e}", cert.display())))?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ApiServerError::Tls(format!("{}: {e}", key.display())))?;
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let ck = CertifiedKey::from_der(chain, key_der, &provider)
-        .map_err(|e| ApiServerError::Tls(format!("{}: {e}", cert.display())))?;
-    Ok(Arc::new(ck))
-}
-
-fn mtime(p: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-impl std::fmt::Debug for ReloadingCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReloadingCert({})", self.cert.display())
-    }
-}
-
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        {
-            let cur = self.current.read();
-            if cur.2.elapsed() < CERT_RECHECK {
-                return Some(cur.0.clone());
-            }
-        }
-        let mut cur = self.current.write();
-        cur.2 = Instant::now();
-        let m = mtime(&self.cert).max(mtime(&self.key));
-        if m != cur.1 {
-            match load_certified(&self.cert, &self.key) {
-                Ok(ck) => {
-                    tracing::info!("serving certificate reloaded from {}", self.cert.display());
-                    *cur = (ck, m, Instant::now());
-                }
-                // Keep serving the old pair if the new one is half-written or bad.
-                Err(e) => tracing::warn!("keeping the old serving certificate: {e}"),
-            }
-        }
-        Some(cur.0.clone())
-    }
-}
-
 /// The certificates of a PEM bundle.
 pub fn read_cas(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, ApiServerError> {
     let err = |e: &dyn std::fmt::Display| ApiServerError::Tls(format!("{}: {e}", path.display()));
@@ -239,16 +180,11 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, ApiServerError> {
         }
         true => builder.with_no_client_auth(),
     };
-    let first = load_certified(&config.tls_cert_file, &config.tls_private_key_file)?;
-    let resolver = ReloadingCert {
-        cert: config.tls_cert_file.clone(),
-        key: config.tls_private_key_file.clone(),
-        current: RwLock::new((
-            first,
-            mtime(&config.tls_cert_file).max(mtime(&config.tls_private_key_file)),
-            Instant::now(),
-        )),
-    };
+    let resolver = crate::common::servingcert::ReloadingCert::new(
+        &config.tls_cert_file,
+        &config.tls_private_key_file,
+    )
+    .map_err(|e| ApiServerError::Tls(e.to_string()))?;
     let mut tls = builder.with_cert_resolver(Arc::new(resolver));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)

@@ -2,7 +2,8 @@
 //!
 //! Owns `certs/`, `credentials/` and `certs-backup/`: the CAs, every component's certificate,
 //! `csr.conf` rendered from the user's `csr.conf.template`, static tokens and kubeconfigs, and
-//! `refresh-certs`. Every change is one [`Txn`], so a crash leaves the old set or the new one.
+//! `refresh-certs` and the running node's renewal of serving certificates ([`renew_serving`]).
+//! Every change is one [`Txn`], so a crash leaves the old set or the new one.
 //! Never starts or stops anything: [`Refreshed::restart`] names the components a caller must
 //! restart.
 
@@ -116,9 +117,9 @@ impl RefreshTarget {
     /// Components that read the refreshed files and must restart to use them.
     pub fn components(self) -> &'static [&'static str] {
         match self {
-            // The controller manager serves 10257 with the server certificate, as MicroK8s;
-            // the API server re-reads its serving pair by itself (no downtime).
-            Self::Server => &["controller-manager"],
+            // Every server of it (API server, controller manager and scheduler on their
+            // secure ports) re-reads its serving pair by itself: no downtime.
+            Self::Server => &[],
             Self::FrontProxyClient => &["apiserver"],
             Self::Ca => &[
                 "datastore",
@@ -344,12 +345,15 @@ fn server_request(spec: &ServerCertSpec) -> LeafRequest {
     }
 }
 
-/// Which certificates to issue anew even if the current ones are fine.
+/// Which certificates to issue anew even if the current ones are fine, and which leaves may
+/// change at all.
 #[derive(Debug, Default, Clone, Copy)]
 struct Force {
     ca: bool,
     server: bool,
     front_proxy_client: bool,
+    /// Only these leaves are checked and re-issued; the others stay as they are (`None`: all).
+    only: Option<&'static [&'static str]>,
 }
 
 /// Loads the CA `name` from `files`, or issues one when both files are absent (or `force`).
@@ -390,15 +394,12 @@ fn put_pair(files: &mut Files, name: &str, issued: Issued) {
     files.insert(format!("certs/{name}.key"), issued.key_pem.into_bytes());
 }
 
-/// The complete, consistent set of files that should exist, given what exists.
-fn plan(
+/// The user's template (or the default one) and `csr.conf` rendered from it for `host`.
+fn render_csr_conf(
     paths: &Paths,
     old: &Files,
     host: &Host,
-    force: Force,
-    now: OffsetDateTime,
-) -> Result<Files, BootstrapError> {
-    let mut files = old.clone();
+) -> Result<(String, csrconf::Rendered), BootstrapError> {
     let template_path = paths.data_file(TEMPLATE).display().to_string();
     let template = match old.get(TEMPLATE) {
         Some(t) => String::from_utf8(t.clone()).map_err(|_| CsrConfError::File {
@@ -408,6 +409,19 @@ fn plan(
         None => DEFAULT_CSR_TEMPLATE.to_string(),
     };
     let rendered = csrconf::render(&template, &template_path, &host.ips)?;
+    Ok((template, rendered))
+}
+
+/// The complete, consistent set of files that should exist, given what exists.
+fn plan(
+    paths: &Paths,
+    old: &Files,
+    host: &Host,
+    force: Force,
+    now: OffsetDateTime,
+) -> Result<Files, BootstrapError> {
+    let mut files = old.clone();
+    let (template, rendered) = render_csr_conf(paths, old, host)?;
     files.insert(TEMPLATE.into(), template.into_bytes());
     files.insert(CSR_CONF.into(), rendered.text.into_bytes());
 
@@ -426,6 +440,12 @@ fn plan(
             "front-proxy-ca" => (&fp_ca, fp_new),
             _ => (&ca, ca_new),
         };
+        if force
+            .only
+            .is_some_and(|only| !only.contains(&leaf.name.as_str()))
+        {
+            continue;
+        }
         let forced = (leaf.name == "server" && force.server)
             || (leaf.name == "front-proxy-client" && force.front_proxy_client);
         let crt = format!("certs/{}.crt", leaf.name);
@@ -545,6 +565,7 @@ pub fn refresh(
         ca: target == RefreshTarget::Ca,
         server: target == RefreshTarget::Server,
         front_proxy_client: target == RefreshTarget::FrontProxyClient,
+        only: None,
     };
     let new = plan(paths, &old, host, force, OffsetDateTime::now_utc())?;
 
@@ -652,6 +673,103 @@ pub fn check(paths: &Paths) -> Result<Vec<Expiry>, BootstrapError> {
     Ok(out)
 }
 
+/// The serving certificates whose servers re-read them when they change (`server`: API server,
+/// controller manager, scheduler; `kubelet-server`: the kubelet), so [`renew_serving`] may
+/// replace them under running components.
+pub const RELOADED_SERVING: &[&str] = &["server", "kubelet-server"];
+
+/// What [`renew_serving`] did.
+#[derive(Debug)]
+pub struct Renewed {
+    /// Why, one line per certificate due.
+    pub reasons: Vec<String>,
+    pub written: Vec<String>,
+}
+
+/// Why a serving leaf is due: host addresses it should name but does not, or less than
+/// [`pki::RENEW_BEFORE_DAYS`] left. Empty when it is fine.
+fn renewal_reasons(
+    file: &str,
+    pem: &[u8],
+    request: &LeafRequest,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, PkiError> {
+    let info = pki::inspect(pem, file)?;
+    let mut reasons = Vec::new();
+    let missing: Vec<String> = request
+        .sans
+        .iter()
+        .filter_map(|s| match s {
+            SanType::IpAddress(ip) if !info.sans.contains(&pki::San::Ip(*ip)) => {
+                Some(ip.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    if !missing.is_empty() {
+        reasons.push(format!("{file} lacks address {}", missing.join(", ")));
+    }
+    let days = pki::days_left(info.not_after, now);
+    if info.not_after - now <= time::Duration::days(pki::RENEW_BEFORE_DAYS) {
+        reasons.push(format!(
+            "{file} expires in {days} days (renewed within {} days)",
+            pki::RENEW_BEFORE_DAYS
+        ));
+    }
+    Ok(reasons)
+}
+
+/// Upkeep of a running node (the supervisor's watch): when a serving certificate its servers
+/// reload ([`RELOADED_SERVING`]) lacks a host address `csr.conf` would now give it, or is
+/// within [`pki::RENEW_BEFORE_DAYS`] of expiry, re-renders `csr.conf` and re-issues those
+/// certificates, in one transaction; nothing else changes and no backup is taken (this is
+/// not a user's refresh, `--undo` still undoes theirs). `None` when nothing is due. A
+/// certificate that does not parse is an error and nothing is written: a hand-placed file is
+/// the user's to fix (`refresh-certs`).
+pub fn renew_serving(paths: &Paths, host: &Host) -> Result<Option<Renewed>, BootstrapError> {
+    renew_serving_at(paths, host, OffsetDateTime::now_utc())
+}
+
+fn renew_serving_at(
+    paths: &Paths,
+    host: &Host,
+    now: OffsetDateTime,
+) -> Result<Option<Renewed>, BootstrapError> {
+    let lock = lock_existing(paths)?;
+    let old = load(paths)?;
+    require_bootstrapped(paths, &old)?;
+    let (_, rendered) = render_csr_conf(paths, &old, host)?;
+    let mut reasons = Vec::new();
+    for leaf in leaves(host, &rendered.spec)
+        .into_iter()
+        .filter(|l| RELOADED_SERVING.contains(&l.name.as_str()))
+    {
+        let rel = format!("certs/{}.crt", leaf.name);
+        match old.get(&rel) {
+            None => reasons.push(format!("{rel} is missing")),
+            Some(pem) => reasons.extend(renewal_reasons(
+                &paths.data_file(&rel).display().to_string(),
+                pem,
+                &leaf.request,
+                now,
+            )?),
+        }
+    }
+    if reasons.is_empty() {
+        return Ok(None);
+    }
+    let force = Force {
+        only: Some(RELOADED_SERVING),
+        ..Force::default()
+    };
+    let new = plan(paths, &old, host, force, now)?;
+    let mut t = base_txn();
+    diff_into(&mut t, &old, &new);
+    let written = t.written_paths().map(str::to_string).collect();
+    t.commit(&lock)?;
+    Ok(Some(Renewed { reasons, written }))
+}
+
 /// The admin kubeconfig, pointed at `server` (for `mk8s config`).
 pub fn admin_kubeconfig(paths: &Paths, server: &str) -> Result<String, BootstrapError> {
     let _lock = lock_existing(paths)?;
@@ -705,6 +823,54 @@ mod tests {
                 "certs/server.crt",
                 "certs/server.key"
             ]
+        );
+    }
+
+    #[test]
+    fn renewal_reissues_only_reloaded_serving_certs_and_only_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("data"), dir.path().join("common"));
+        bootstrap(&paths, &host()).unwrap();
+        assert!(renew_serving(&paths, &host()).unwrap().is_none());
+
+        let mut moved = host();
+        moved.ips.push("192.0.2.3".parse().unwrap());
+        let done = renew_serving(&paths, &moved).unwrap().unwrap();
+        let mut written = done.written.clone();
+        written.sort();
+        // The datastore's certificate names the address too, but it is not reloaded.
+        assert_eq!(
+            written,
+            [
+                "certs/csr.conf",
+                "certs/kubelet-server.crt",
+                "certs/kubelet-server.key",
+                "certs/server.crt",
+                "certs/server.key"
+            ]
+        );
+        assert!(
+            done.reasons[0].contains("lacks address 192.0.2.3"),
+            "{done:?}"
+        );
+        assert!(renew_serving(&paths, &moved).unwrap().is_none());
+        // An address gone is no reason to renew.
+        assert!(renew_serving(&paths, &host()).unwrap().is_none());
+
+        let later = OffsetDateTime::now_utc() + time::Duration::days(LEAF_DAYS - 20);
+        let done = renew_serving_at(&paths, &moved, later).unwrap().unwrap();
+        assert!(done.reasons[0].contains("expires in 19 days"), "{done:?}");
+        assert!(done.written.contains(&"certs/server.crt".to_string()));
+        assert!(
+            !done.written.iter().any(|w| w.contains("admin")),
+            "{done:?}"
+        );
+
+        std::fs::write(paths.data_file("certs/server.crt"), "garbage").unwrap();
+        assert!(renew_serving(&paths, &moved).is_err());
+        assert_eq!(
+            std::fs::read(paths.data_file("certs/server.crt")).unwrap(),
+            b"garbage"
         );
     }
 

@@ -1,5 +1,6 @@
 //! What two or more components truly share: the snap-style data roots, atomic file writes,
-//! the crash-safe file-set transaction, host facts (hostname, addresses) and test fault hooks.
+//! the crash-safe file-set transaction, host facts (hostname, addresses), the reloading serving
+//! certificate and test fault hooks.
 //!
 //! Owns no files of its own; every component decides what it writes through these helpers.
 
@@ -15,4 +16,5 @@ pub mod insecure_tls;
 pub mod labels;
 pub mod paths;
 pub mod quantity;
+pub mod servingcert;
 pub mod txn;

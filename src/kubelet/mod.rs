@@ -21,6 +21,8 @@ mod runtime;
 pub mod server;
 /// The delegated authenticator/authorizer, a sibling of `server` (which names it `super::auth`).
 use crate::common::component::auth;
+/// The reloading serving certificate, a sibling of `server` too (`super::servingcert`).
+use crate::common::servingcert;
 pub mod stats;
 mod volumes;
 

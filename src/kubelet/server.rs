@@ -36,8 +36,8 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -223,18 +223,15 @@ fn tls_config(cfg: &ServerConfig) -> Result<rustls::ServerConfig, KubeletServerE
         builder = builder.allow_unauthenticated();
     }
     let verifier = builder.build().map_err(|e| err(&cfg.client_ca_file, &e))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.tls_cert_file)
-        .map_err(|e| err(&cfg.tls_cert_file, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(&cfg.tls_cert_file, &e))?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.tls_private_key_file)
-        .map_err(|e| err(&cfg.tls_private_key_file, &e))?;
+    // Re-read when renewed (a new host address, near expiry): no restart, no pod touched.
+    let resolver =
+        super::servingcert::ReloadingCert::new(&cfg.tls_cert_file, &cfg.tls_private_key_file)
+            .map_err(|e| KubeletServerError::Tls(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| KubeletServerError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| err(&cfg.tls_cert_file, &e))?;
+        .with_cert_resolver(Arc::new(resolver));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
@@ -2007,7 +2004,8 @@ mod tests {
                 .unwrap()
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
-            let key = PrivateKeyDer::from_pem_file(pki.path("client.key")).unwrap();
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path("client.key")).unwrap();
             b.with_client_auth_cert(chain, key).unwrap()
         } else {
             b.with_no_client_auth()

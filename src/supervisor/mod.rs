@@ -2,9 +2,14 @@
 //! (`mk8s daemon <name>`), in order, waiting for each one's readiness; restarts a dead child with
 //! back-off (1 s doubling to 30 s, reset after 60 s healthy); stops them in reverse order.
 //!
+//! Also watches the host's addresses and the serving certificates' expiry ([`certwatch`]) and
+//! has bootstrap renew them; the servers reload them, so that restarts nothing.
+//!
 //! Owns `$SNAP_COMMON/run/` (its lock, pid files, `status.json`) and `$SNAP_COMMON/var/log/`.
-//! Knows components only by name, args file and readiness check; never touches their data.
+//! Knows components only by name, args file and readiness check; never touches their data
+//! (certificates change only through bootstrap).
 
+pub mod certwatch;
 pub mod logs;
 pub mod ports;
 pub mod status;
@@ -502,11 +507,13 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
             }
         }
     };
+    let watch = tokio::spawn(certwatch::run(paths.clone()));
     tokio::select! {
         _ = start_all => {}
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    watch.abort();
     tracing::info!("stopping components");
     for (stop, task) in stoppers.into_iter().zip(tasks).rev() {
         let _ = stop.send(true);

@@ -31,6 +31,9 @@ mod logs;
 #[allow(dead_code)]
 #[path = "../../src/kubelet/server.rs"]
 mod server;
+#[allow(dead_code)]
+#[path = "../../src/common/servingcert.rs"]
+mod servingcert;
 
 use server::{PodSource, ServerConfig};
 

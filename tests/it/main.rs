@@ -5,6 +5,7 @@ mod apiproxy;
 mod apiserver;
 mod bad_input;
 mod bootstrap;
+mod certs;
 mod cluster;
 mod controllers;
 mod crash;

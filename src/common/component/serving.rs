@@ -2,8 +2,9 @@
 //! anyone (upstream's `--authorization-always-allow-paths`), `/metrics` for callers the API
 //! server authenticates and authorizes ([`super::auth`]), nothing else.
 //!
-//! Serves the configured pair, else the API server's, else a self-signed certificate made in
-//! memory at start (upstream writes its self-signed pair to `--cert-dir`; we keep nothing).
+//! Serves the configured pair, else the API server's (either re-read when its files change),
+//! else a self-signed certificate made in memory at start (upstream writes its self-signed pair
+//! to `--cert-dir`; we keep nothing).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -74,20 +75,22 @@ pub fn tls_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let (chain, key) = match pair {
+    let mut tls = match pair {
+        // Re-read when renewed: `refresh-certs --cert server.crt` and the supervisor's
+        // renewals need no restart.
         Some((cert, key)) => {
-            let chain = read_certs(&cert)?;
-            let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| tls_err(&key, e))?;
-            (chain, key)
+            let resolver = crate::common::servingcert::ReloadingCert::new(&cert, &key)
+                .map_err(|e| ComponentError::Tls(e.to_string()))?;
+            builder.with_cert_resolver(Arc::new(resolver))
         }
         None => {
             tracing::info!("no serving certificate configured; using a self-signed one");
-            self_signed()?
+            let (chain, key) = self_signed()?;
+            builder
+                .with_single_cert(chain, key)
+                .map_err(|e| ComponentError::Tls(e.to_string()))?
         }
     };
-    let mut tls = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| ComponentError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
