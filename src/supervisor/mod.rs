@@ -301,7 +301,7 @@ pub fn running(paths: &Paths) -> Option<u32> {
             std::fs::read_to_string(paths.run_dir().join(PID_FILE))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .filter(|pid| is_ours(*pid, paths, b"supervise"))
+                .filter(|pid| is_ours(*pid, paths, b"supervise") || holds_lock(*pid, paths))
                 .unwrap_or(0),
         ),
     }
@@ -328,6 +328,19 @@ fn is_ours(pid: u32, paths: &Paths, command: &[u8]) -> bool {
         args.first().is_some_and(|a| a.ends_with(b"mk8s"))
             && args.contains(&command)
             && args.contains(&common)
+    })
+}
+
+/// Whether `pid` has this instance's supervisor lock open: how a supervisor run without the
+/// roots on its command line (the systemd unit's plain `mk8s supervise`, which may take them
+/// from the environment) is known for ours. Its open files are as good a proof as its roots.
+fn holds_lock(pid: u32, paths: &Paths) -> bool {
+    let Ok(lock) = std::fs::canonicalize(paths.run_dir().join(LOCK_FILE)) else {
+        return false;
+    };
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == lock))
     })
 }
 
