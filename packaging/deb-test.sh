@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The .deb, for real: builds it (packaging/deb.sh, from the release build), installs it with
 # dpkg -i, checks what it installed, removes it with dpkg -r and purges it: the machine is left
-# as it was. Needs root; refuses to run where an mk8s package or /usr/bin/mk8s already is.
+# as it was. Needs root; refuses to run where an mk8s package or /usr/bin/mk8s already is, or
+# where mk8s runs on the default roots (removing the package stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -19,6 +20,13 @@ if [ -e /usr/bin/mk8s ] || [ -e /lib/systemd/system/mk8s.service ]; then
 fi
 
 deb="$(packaging/deb.sh | tail -n 1)"
+release="$(cargo metadata --format-version 1 --no-deps --locked |
+    grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)/release"
+if env -u MK8S_SNAP_DATA -u MK8S_SNAP_COMMON "$release/mk8s" status >/dev/null 2>&1; then
+    # The package's prerm stops the supervisor of the default roots: not someone's cluster.
+    echo "deb-test: mk8s runs on the default roots here; removing the package would stop it" >&2
+    exit 1
+fi
 [ -f "$deb" ] || { echo "deb-test: packaging/deb.sh made no .deb ($deb)" >&2; exit 1; }
 tmp="$(mktemp -d)"
 cleanup() {
