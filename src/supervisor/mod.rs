@@ -30,6 +30,8 @@ const LOCK_FILE: &str = "supervisor.lock";
 /// Serialises `start` and `stop`, so two of them never interleave their checks and kills.
 const CLI_LOCK_FILE: &str = "cli.lock";
 const PID_FILE: &str = "supervisor.pid";
+/// Where systemd listens for a `Type=notify` service's `READY=1`.
+const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 pub const STATUS_FILE: &str = "status.json";
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -504,6 +506,7 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
             // The next component may need this one (the API server needs the datastore).
             let _ = ready_rx.await;
         }
+        notify_ready();
         // `restart_component` asks for restarts: a marker file a component, then SIGHUP.
         loop {
             hangup.recv().await;
@@ -528,6 +531,26 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
     Ok(())
 }
 
+/// Tells systemd that every component is up, for the `Type=notify` unit: `READY=1` to
+/// `$NOTIFY_SOCKET` (a path, or an abstract name written `@name`). Without it, nothing.
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let Some(target) = std::env::var_os(NOTIFY_SOCKET) else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        let addr = match target.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => UnixAddr::from_abstract_name(name)?,
+            None => UnixAddr::from_pathname(&target)?,
+        };
+        sock.send_to_addr(b"READY=1\n", &addr)
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, socket = ?target, "cannot tell systemd we are ready");
+    }
+}
+
 /// Spawns `mk8s daemon <name>` with its output in its log; the child gets SIGTERM if we die.
 fn spawn(name: &str, paths: &Paths) -> std::io::Result<tokio::process::Child> {
     let exe = std::env::current_exe()?;
@@ -541,6 +564,8 @@ fn spawn(name: &str, paths: &Paths) -> std::io::Result<tokio::process::Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // The unit's readiness is ours to tell (containerd would tell it its own).
+        .env_remove(NOTIFY_SOCKET)
         .kill_on_drop(true);
     // SAFETY: only an async-signal-safe prctl between fork and exec.
     unsafe {

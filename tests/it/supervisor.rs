@@ -122,7 +122,12 @@ fn supervise_as_the_unit(c: &Cluster) -> Command {
 fn the_units_supervisor_is_seen_and_stopped_by_the_cli() {
     let c = Cluster::new();
     let journal = tempfile::NamedTempFile::new().unwrap();
+    // systemd's side of `Type=notify`: a datagram socket named by $NOTIFY_SOCKET.
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     let mut unit = supervise_as_the_unit(&c)
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(journal.reopen().unwrap())
         .stderr(journal.reopen().unwrap())
         .spawn()
@@ -146,6 +151,20 @@ fn the_units_supervisor_is_seen_and_stopped_by_the_cli() {
         "{journal_text}"
     );
     assert_eq!(c.pid("supervisor"), Some(unit.id()));
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = systemd
+        .recv(&mut buf)
+        .expect("READY=1 once every component is up");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    // Only the supervisor speaks for the unit: its components do not get the socket.
+    let env = std::fs::read(format!("/proc/{}/environ", c.pid("containerd").unwrap())).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&env).contains("NOTIFY_SOCKET="),
+        "containerd must not tell systemd it is ready"
+    );
 
     // `mk8s start` knows it by its lock, though its command line names no roots.
     assert_eq!(
