@@ -2,6 +2,7 @@
 # Installs the system packages mk8s needs. Sourced by install.sh and test.sh.
 #   mk8s_install_packages build   -> what building and running mk8s needs
 #   mk8s_install_packages test    -> plus what the test suite drives
+#   mk8s_install_cargo_deb        -> cargo-deb, which packages the release binary as a .deb
 set -euo pipefail
 
 mk8s_apt() {
@@ -23,8 +24,9 @@ mk8s_install_packages() {
         protobuf-compiler libprotobuf-dev containerd runc containernetworking-plugins busybox-static
         iptables nftables)
     if [ "$what" = test ]; then
-        # dig (bind9-dnsutils) judges the cluster DNS; dnsperf loads it (bench/dns.sh).
-        pkgs+=(procps etcd-server etcd-client curl bind9-dnsutils dnsperf)
+        # dig (bind9-dnsutils) judges the cluster DNS; dnsperf loads it (bench/dns.sh);
+        # dpkg-dev has dpkg-shlibdeps, which finds the .deb's library dependencies.
+        pkgs+=(procps etcd-server etcd-client curl bind9-dnsutils dnsperf dpkg-dev)
     fi
     local missing=()
     for p in "${pkgs[@]}"; do
@@ -51,4 +53,21 @@ mk8s_install_packages() {
         echo "mk8s: cargo (Rust 1.89 or newer) is required to build mk8s; install it with rustup" >&2
         return 1
     fi
+}
+
+# cargo-deb from crates.io, pinned: `cargo deb --no-build` packages the release binary
+# (packaging/deb-test.sh); [package.metadata.deb] in Cargo.toml says what goes in.
+MK8S_CARGO_DEB_VERSION=3.8.0
+
+mk8s_install_cargo_deb() {
+    if cargo deb --version 2>/dev/null | grep -qx "cargo-deb $MK8S_CARGO_DEB_VERSION\( .*\)\?"; then
+        return 0
+    fi
+    echo "mk8s: installing cargo-deb $MK8S_CARGO_DEB_VERSION from crates.io"
+    # Its own target dir, removed after, so the project's target dir gets none of its build.
+    local tmp
+    tmp="$(mktemp -d)"
+    CARGO_TARGET_DIR="$tmp" cargo install --quiet --locked --force \
+        cargo-deb --version "$MK8S_CARGO_DEB_VERSION" || { rm -rf "$tmp"; return 1; }
+    rm -rf "$tmp"
 }

@@ -15,6 +15,7 @@ mod reset;
 mod start;
 mod status;
 mod stop;
+mod supervise;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,8 +77,9 @@ enum Command {
     Images(images::Args),
     /// Run one component in the foreground (what the supervisor starts)
     Daemon(daemon::Args),
-    /// Run the supervisor in the foreground (what `start` runs in the background)
-    Supervise,
+    /// Run the supervisor in the foreground (what `start` runs in the background, and the
+    /// systemd unit in the foreground)
+    Supervise(supervise::Args),
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
@@ -123,9 +125,7 @@ pub fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(anyhow::Error::from)
         }
-        Command::Supervise => crate::supervisor::run(&paths)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(anyhow::Error::from),
+        Command::Supervise(a) => supervise::run(&paths, a),
         Command::Bootstrap => bootstrap::run(&paths),
         Command::Config(a) => config::run(&paths, a),
         Command::RefreshCerts(a) => refresh_certs::run(&paths, a),

@@ -35,6 +35,8 @@ const LOCK_FILE: &str = "supervisor.lock";
 /// Serialises `start` and `stop`, so two of them never interleave their checks and kills.
 const CLI_LOCK_FILE: &str = "cli.lock";
 const PID_FILE: &str = "supervisor.pid";
+/// Where systemd listens for a `Type=notify` service's `READY=1`.
+const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 pub const STATUS_FILE: &str = "status.json";
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -306,7 +308,7 @@ pub fn running(paths: &Paths) -> Option<u32> {
             std::fs::read_to_string(paths.run_dir().join(PID_FILE))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .filter(|pid| is_ours(*pid, paths, b"supervise"))
+                .filter(|pid| is_ours(*pid, paths, b"supervise") || holds_lock(*pid, paths))
                 .unwrap_or(0),
         ),
     }
@@ -333,6 +335,19 @@ fn is_ours(pid: u32, paths: &Paths, command: &[u8]) -> bool {
         args.first().is_some_and(|a| a.ends_with(b"mk8s"))
             && args.contains(&command)
             && args.contains(&common)
+    })
+}
+
+/// Whether `pid` has this instance's supervisor lock open: how a supervisor run without the
+/// roots on its command line (the systemd unit's plain `mk8s supervise`, which may take them
+/// from the environment) is known for ours. Its open files are as good a proof as its roots.
+fn holds_lock(pid: u32, paths: &Paths) -> bool {
+    let Ok(lock) = std::fs::canonicalize(paths.run_dir().join(LOCK_FILE)) else {
+        return false;
+    };
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == lock))
     })
 }
 
@@ -496,6 +511,7 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
             // The next component may need this one (the API server needs the datastore).
             let _ = ready_rx.await;
         }
+        notify_ready();
         // `restart_component` asks for restarts: a marker file a component, then SIGHUP.
         loop {
             hangup.recv().await;
@@ -522,6 +538,26 @@ async fn supervise(paths: Paths) -> Result<(), SupervisorError> {
     Ok(())
 }
 
+/// Tells systemd that every component is up, for the `Type=notify` unit: `READY=1` to
+/// `$NOTIFY_SOCKET` (a path, or an abstract name written `@name`). Without it, nothing.
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let Some(target) = std::env::var_os(NOTIFY_SOCKET) else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        let addr = match target.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => UnixAddr::from_abstract_name(name)?,
+            None => UnixAddr::from_pathname(&target)?,
+        };
+        sock.send_to_addr(b"READY=1\n", &addr)
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, socket = ?target, "cannot tell systemd we are ready");
+    }
+}
+
 /// Spawns `mk8s daemon <name>` with its output in its log; the child gets SIGTERM if we die.
 fn spawn(name: &str, paths: &Paths) -> std::io::Result<tokio::process::Child> {
     let exe = std::env::current_exe()?;
@@ -535,6 +571,8 @@ fn spawn(name: &str, paths: &Paths) -> std::io::Result<tokio::process::Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // The unit's readiness is ours to tell (containerd would tell it its own).
+        .env_remove(NOTIFY_SOCKET)
         .kill_on_drop(true);
     // SAFETY: only an async-signal-safe prctl between fork and exec.
     unsafe {

@@ -1,7 +1,7 @@
 //! `mk8s start / status / stop` with the supervisor and the components that exist, on free
 //! ports in a temporary data dir; every process started is stopped, by pid, even on failure.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
@@ -105,6 +105,130 @@ fn a_killed_supervisor_leaves_nothing_running_twice() {
     let again = c.pid("datastore").unwrap();
     assert_ne!(again, datastore);
     assert!(c.etcdctl(&["put", "k", "v"]).status.success());
+}
+
+/// What `packaging/mk8s.service` runs: a plain `mk8s supervise` in the foreground, the roots
+/// from the environment, not its command line.
+fn supervise_as_the_unit(c: &Cluster) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mk8s"));
+    cmd.arg("supervise")
+        .env("MK8S_SNAP_DATA", &c.data)
+        .env("MK8S_SNAP_COMMON", &c.common)
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn the_units_supervisor_is_seen_and_stopped_by_the_cli() {
+    let c = Cluster::new();
+    let journal = tempfile::NamedTempFile::new().unwrap();
+    // systemd's side of `Type=notify`: a datagram socket named by $NOTIFY_SOCKET.
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    let mut unit = supervise_as_the_unit(&c)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(journal.reopen().unwrap())
+        .stderr(journal.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    // On its own it bootstraps and installs the args files, as `mk8s start` does.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !c.mk8s(&["status"]).status.success() {
+        if let Some(exit) = unit.try_wait().unwrap() {
+            panic!(
+                "mk8s supervise exited ({exit}): {}",
+                std::fs::read_to_string(journal.path()).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "the unit's supervisor never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.ok(&["status", "--wait-ready", "--timeout", "120"]);
+    let journal_text = std::fs::read_to_string(journal.path()).unwrap();
+    assert!(
+        journal_text.contains("Created certificates and credentials"),
+        "{journal_text}"
+    );
+    assert_eq!(c.pid("supervisor"), Some(unit.id()));
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = systemd
+        .recv(&mut buf)
+        .expect("READY=1 once every component is up");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    // Only the supervisor speaks for the unit: its components do not get the socket.
+    let env = std::fs::read(format!("/proc/{}/environ", c.pid("containerd").unwrap())).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&env).contains("NOTIFY_SOCKET="),
+        "containerd must not tell systemd it is ready"
+    );
+
+    // `mk8s start` knows it by its lock, though its command line names no roots.
+    assert_eq!(
+        c.ok(&["start"]),
+        format!("mk8s is already running (supervisor pid {})\n", unit.id())
+    );
+    // A second unit start is refused with the exit status the unit does not retry.
+    let second = supervise_as_the_unit(&c).output().unwrap();
+    assert_eq!(second.status.code(), Some(3), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains(&format!(
+            "mk8s is already running (supervisor pid {})",
+            unit.id()
+        )),
+        "{second:?}"
+    );
+
+    // `mk8s stop` stops it in order; it exits 0, so systemd leaves it stopped.
+    let datastore = c.pid("datastore").unwrap();
+    assert_eq!(c.ok(&["stop"]), "Stopped.\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = unit.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the supervisor outlived `mk8s stop`"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit}");
+    assert!(!alive(datastore));
+}
+
+#[test]
+fn start_on_a_terminal_shows_a_spinner_and_the_same_steps() {
+    let c = Cluster::new();
+    let bin = env!("CARGO_BIN_EXE_mk8s");
+    let line = format!(
+        "{bin} start --data-dir {} --common-dir {}",
+        c.data.display(),
+        c.common.display()
+    );
+    // script(1) gives `start` a pseudo-terminal and copies what it draws to our pipe.
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("Waiting for ") && text.contains("\x1b["),
+        "a spinner on a terminal: {text:?}"
+    );
+    assert!(
+        text.contains("Started datastore (") && text.contains("Started apiserver ("),
+        "{text:?}"
+    );
+    // The spinner is cleared; the last line is the plain one.
+    assert!(text.trim_end().ends_with("mk8s is running"), "{text:?}");
+    assert!(c.mk8s(&["status"]).status.success());
 }
 
 #[test]
