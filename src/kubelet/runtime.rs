@@ -172,8 +172,11 @@ fn ns_mode(node: bool) -> i32 {
 pub fn sandbox_config(pod: &Pod, s: &SandboxSettings, attempt: u32) -> cri::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let host_net = spec.host_network.unwrap_or(false);
+    // A host-network pod shares the node's UTS namespace, so its hostname is the node's
+    // already; containerd 1.6 would still put a name in the spec, which runc refuses without a
+    // private UTS namespace. Empty, containerd writes the node's name to /etc/hostname.
     let hostname = if host_net {
-        s.node_name.clone()
+        String::new()
     } else {
         let mut h = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
         h.truncate(63);

@@ -72,6 +72,20 @@ fn ready(c: &Cluster, name: &str) -> String {
     )
 }
 
+/// Waits for the pod's Ready condition to be `want`; on a timeout, says why with its events.
+fn wait_ready(c: &Cluster, name: &str, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while ready(c, name) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never became Ready={want}; status: {}\nevents:\n{}",
+            jsonpath(c, &["pod", name], "{.status}"),
+            events(c, name)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 fn events(c: &Cluster, name: &str) -> String {
     let selector = format!("involvedObject.name={name}");
     kubectl(
@@ -154,23 +168,21 @@ pub fn https_and_grpc_probes(c: &Cluster) {
             ),
         ),
     );
-    wait_for("the HTTPS probe to pass", 90, || {
-        ready(c, "https-probe") == "True"
-    });
-    wait_for("the gRPC probe to pass", 90, || {
-        ready(c, "grpc-probe") == "True"
-    });
+    wait_ready(c, "https-probe", "True");
+    wait_ready(c, "grpc-probe", "True");
     let host_ip = jsonpath(c, &["pod", "grpc-probe"], "{.status.hostIP}");
     assert_eq!(
         jsonpath(c, &["pod", "grpc-probe"], "{.status.podIP}"),
         host_ip,
         "a host-network pod has the node's address"
     );
+    let node = jsonpath(c, &["pod", "grpc-probe"], "{.spec.nodeName}");
+    let (ok, name, err) = kubectl(c, &["exec", "grpc-probe", "--", "hostname"]);
+    assert!(ok, "{err}");
+    assert_eq!(name.trim(), node, "and the node's name");
 
     drop(server);
-    wait_for("the HTTPS probe to fail", 60, || {
-        ready(c, "https-probe") == "False"
-    });
+    wait_ready(c, "https-probe", "False");
     let want = format!(
         "Unhealthy: Readiness probe failed: Get \"https://127.0.0.1:{https_port}/\": dial tcp 127.0.0.1:{https_port}: connect: connection refused"
     );
@@ -179,9 +191,7 @@ pub fn https_and_grpc_probes(c: &Cluster) {
     });
 
     health.set(tonic_health::ServingStatus::NotServing);
-    wait_for("the gRPC probe to fail", 60, || {
-        ready(c, "grpc-probe") == "False"
-    });
+    wait_ready(c, "grpc-probe", "False");
     wait_for("the gRPC probe's event", 30, || {
         events(c, "grpc-probe").contains(
             "Unhealthy: Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
