@@ -110,50 +110,10 @@ fn server_cert_has_template_sans_and_host_ips() {
 fn rendered_csr_conf_is_accepted_by_openssl_as_is() {
     let d = DataDir::bootstrapped();
     let certs = d.certs();
+    // Signed the way MicroK8s signs it, with the v3_ext section.
     let tmp = tempfile::tempdir().unwrap();
-    let csr = tmp.path().join("server.csr");
     let out = tmp.path().join("server.crt");
-    let (ok, text) = openssl(
-        &certs,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "server.key",
-            "-config",
-            "csr.conf",
-            "-out",
-            csr.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "openssl req -config csr.conf: {text}");
-    // And signed the way MicroK8s signs it, with the v3_ext section.
-    let (ok, text) = openssl(
-        &certs,
-        &[
-            "x509",
-            "-req",
-            "-sha256",
-            "-in",
-            csr.to_str().unwrap(),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-CAserial",
-            tmp.path().join("ca.srl").to_str().unwrap(),
-            "-out",
-            out.to_str().unwrap(),
-            "-days",
-            "365",
-            "-extensions",
-            "v3_ext",
-            "-extfile",
-            "csr.conf",
-        ],
-    );
-    assert!(ok, "openssl x509 -req -extfile csr.conf: {text}");
+    crate::util::sign_server_cert_as_microk8s(&certs, 365, &out);
     assert_eq!(sans(&out), sans(&certs.join("server.crt")));
 }
 

@@ -3,7 +3,7 @@
 //! API server and kubelet serve the new one without a restart; a garbage certificate written
 //! by hand leaves the old one served.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -140,64 +140,15 @@ fn install(path: &Path, data: &[u8]) {
 /// valid for `days`.
 fn short_lived_server_cert(certs: &Path, days: u32) -> Vec<u8> {
     let tmp = tempfile::tempdir().unwrap();
-    let csr: PathBuf = tmp.path().join("server.csr");
-    let crt: PathBuf = tmp.path().join("server.crt");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let (ok, text) = openssl(
-        certs,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "server.key",
-            "-config",
-            "csr.conf",
-            "-out",
-            &s(&csr),
-        ],
-    );
-    assert!(ok, "{text}");
-    let (ok, text) = openssl(
-        certs,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &s(&csr),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "0x4d6b38735465737431",
-            "-days",
-            &days.to_string(),
-            "-extensions",
-            "v3_ext",
-            "-extfile",
-            "csr.conf",
-            "-out",
-            &s(&crt),
-        ],
-    );
-    assert!(ok, "{text}");
+    let crt = tmp.path().join("server.crt");
+    crate::util::sign_server_cert_as_microk8s(certs, days, &crt);
     std::fs::read(&crt).unwrap()
 }
 
 #[test]
 fn serving_certs_follow_addresses_and_expiry_without_restarts() {
     let c = Cluster::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_mk8s"))
-        .arg("start")
-        .arg("--data-dir")
-        .arg(&c.data)
-        .arg("--common-dir")
-        .arg(&c.common)
-        .env_remove("MK8S_SNAP_DATA")
-        .env_remove("MK8S_SNAP_COMMON")
-        .env("MK8S_CERT_CHECK_PERIOD", CHECK_PERIOD)
-        .output()
-        .unwrap();
+    let out = c.mk8s_with_env(&["start"], &[("MK8S_CERT_CHECK_PERIOD", CHECK_PERIOD)]);
     assert!(out.status.success(), "{out:?}");
     c.ok(&["status", "--wait-ready", "--timeout", "60"]);
     let certs = c.data.join("certs");

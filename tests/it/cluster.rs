@@ -166,6 +166,11 @@ impl Cluster {
     }
 
     pub fn mk8s(&self, args: &[&str]) -> Output {
+        self.mk8s_with_env(args, &[])
+    }
+
+    /// [`Self::mk8s`] with these extra environment variables.
+    pub fn mk8s_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_mk8s"))
             .args(args)
             .arg("--data-dir")
@@ -174,6 +179,7 @@ impl Cluster {
             .arg(&self.common)
             .env_remove("MK8S_SNAP_DATA")
             .env_remove("MK8S_SNAP_COMMON")
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }

@@ -128,6 +128,56 @@ pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Signs a server certificate for `certs/csr.conf` the way MicroK8s does (`openssl req` with
+/// the config, then `x509 -req` with the CA and the `v3_ext` section), valid for `days`; the
+/// certificate is written to `out`.
+pub fn sign_server_cert_as_microk8s(certs: &Path, days: u32, out: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let csr = tmp.path().join("server.csr");
+    let serial = tmp.path().join("ca.srl");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (ok, text) = openssl(
+        certs,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "server.key",
+            "-config",
+            "csr.conf",
+            "-out",
+            &path(&csr),
+        ],
+    );
+    assert!(ok, "openssl req -config csr.conf: {text}");
+    let (ok, text) = openssl(
+        certs,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-in",
+            &path(&csr),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-CAserial",
+            &path(&serial),
+            "-out",
+            &path(out),
+            "-days",
+            &days.to_string(),
+            "-extensions",
+            "v3_ext",
+            "-extfile",
+            "csr.conf",
+        ],
+    );
+    assert!(ok, "openssl x509 -req -extfile csr.conf: {text}");
+}
+
 /// `openssl x509 -noout -text` of a cert.
 pub fn x509_text(cert: &Path) -> String {
     let (ok, text) = openssl(
