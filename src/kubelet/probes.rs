@@ -359,11 +359,10 @@ impl Handler<'_> {
                     })?;
                 let line = if https {
                     // As upstream's prober: TLS without verifying the pod's certificate.
-                    let tls = crate::common::insecure_tls::client_config(&[b"http/1.1"])
-                        .map_err(|e| format!("Get {url:?}: {e}"))?;
+                    let tls = probe_tls().map_err(|e| format!("Get {url:?}: {e}"))?;
                     let name = rustls::pki_types::ServerName::try_from(host.clone())
                         .map_err(|e| format!("Get {url:?}: {e}"))?;
-                    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+                    let stream = tokio_rustls::TlsConnector::from(tls)
                         .connect(name, tcp)
                         .await
                         .map_err(|e| format!("Get {url:?}: {e}"))?;
@@ -395,6 +394,18 @@ impl Handler<'_> {
         }
         Err("unsupported probe handler".into())
     }
+}
+
+/// The HTTPS probes' client config, built once: probes run every period of every pod.
+fn probe_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    static TLS: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        crate::common::insecure_tls::client_config(&[b"http/1.1"])
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    })
+    .clone()
 }
 
 /// Sends `req` and reads the response's status line.
