@@ -91,8 +91,11 @@ enum Command {
 
 /// Parses the command line, runs the command, prints any error as one line.
 pub fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    // Daemons log to files through stderr: colour codes only for a person at a terminal.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MK8S_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

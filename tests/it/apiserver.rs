@@ -58,6 +58,8 @@ impl Api {
         let child = Command::new(env!("CARGO_BIN_EXE_mk8s"))
             .args(["daemon", "apiserver", "--data-dir"])
             .arg(&self.etcd.data.path)
+            .arg("--common-dir")
+            .arg(self.etcd.data.common())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -138,6 +138,8 @@ fn data_dir_under_a_file_is_reported() {
     let out = Command::new(env!("CARGO_BIN_EXE_mk8s"))
         .args(["bootstrap", "--data-dir"])
         .arg(blocker.join("data"))
+        .arg("--common-dir")
+        .arg(blocker.join("common"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -17,8 +17,30 @@ pub(crate) struct Kcm {
     child: Option<Child>,
 }
 
+/// Whether a child of ours still runs (not exited, not a zombie awaiting its wait).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 impl Kcm {
+    /// A controller manager whose lease survives a loaded machine's stalls: tests that are
+    /// not about leader election must not fail because a 10 s renew deadline passed.
     pub(crate) fn start(api: &Api, name: &str) -> Self {
+        Self::start_with(
+            api,
+            name,
+            &[
+                "--leader-elect-lease-duration=90s",
+                "--leader-elect-renew-deadline=80s",
+            ],
+        )
+    }
+
+    /// With the shipped args file only (plus ports and `extra`).
+    pub(crate) fn start_with(api: &Api, name: &str, extra: &[&str]) -> Self {
         let data = &api.etcd.data.path;
         // The shipped defaults, as the supervisor installs them; ports come on the command line.
         let args = data.join("args/kube-controller-manager");
@@ -35,9 +57,12 @@ impl Kcm {
         let child = Command::new(env!("CARGO_BIN_EXE_mk8s"))
             .args(["daemon", "controller-manager", "--data-dir"])
             .arg(data)
+            .arg("--common-dir")
+            .arg(api.etcd.data.common())
             .arg(format!("--secure-port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--master={}", api.server()))
+            .args(extra)
             .env("MK8S_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -68,8 +93,29 @@ impl Kcm {
         }
     }
 
+    /// The log for a failure message: whole if short, else its warnings and errors and its
+    /// last lines (CI shows only the start and end of a long message).
     pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let state = match self.child.as_ref().map(|c| c.id()) {
+            Some(pid) if !alive(pid) => "[the process has exited]\n",
+            _ => "",
+        };
+        let all = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = all.lines().collect();
+        if lines.len() <= 60 {
+            return format!("{state}{all}");
+        }
+        let bad: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .copied()
+            .collect();
+        format!(
+            "{state}[{} lines; warnings and errors (last 25):]\n{}\n[last 30 lines:]\n{}",
+            lines.len(),
+            bad[bad.len().saturating_sub(25)..].join("\n"),
+            lines[lines.len() - 30..].join("\n")
+        )
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {
@@ -132,8 +178,17 @@ impl Kcm {
 }
 
 impl Drop for Kcm {
+    /// SIGTERM first, so the lease is released and a successor takes over at once; SIGKILL
+    /// if it has not exited within 10 s.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -214,7 +269,7 @@ fn has_default_sa(api: &Api, ns: &str) -> bool {
 fn controller_manager_publishes_ca_creates_service_accounts_and_deletes_namespaces() {
     let api = Api::start(Kind::Mk8s);
     let ca = String::from_utf8(api.etcd.data.read("certs/ca.crt")).unwrap();
-    let mut first = Kcm::start(&api, "kcm1");
+    let mut first = Kcm::start_with(&api, "kcm1", &[]);
     eventually(Duration::from_secs(10), "the first instance leads", || {
         !holder(&api).is_empty()
     });
@@ -345,7 +400,7 @@ fn controller_manager_publishes_ca_creates_service_accounts_and_deletes_namespac
     assert!(metrics.contains("root_ca_cert_publisher_sync_total{code=\"200\"}"));
 
     // A second instance waits while the first holds the lease.
-    let mut second = Kcm::start(&api, "kcm2");
+    let mut second = Kcm::start_with(&api, "kcm2", &[]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(holder(&api), leader);
     let (_, m2) = second.curl(&api, Some("admin"), "/metrics");
@@ -394,6 +449,8 @@ fn controller_manager_rejects_unknown_flags_in_one_line() {
         let out = Command::new(env!("CARGO_BIN_EXE_mk8s"))
             .arg("--data-dir")
             .arg(&api_less.path)
+            .arg("--common-dir")
+            .arg(api_less.common())
             .args(["daemon", "controller-manager", flag])
             .output()
             .unwrap();

@@ -98,7 +98,9 @@ impl Server {
                 .unwrap();
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_mk8s"));
                 cmd.args(["daemon", "datastore", "--data-dir"])
-                    .arg(&self.data.path);
+                    .arg(&self.data.path)
+                    .arg("--common-dir")
+                    .arg(self.data.common());
                 cmd
             }
             Kind::RealEtcd => {

@@ -174,6 +174,8 @@ fn concurrent_refreshes_never_mix_sets() {
             std::process::Command::new(bin)
                 .args(["refresh-certs", "--cert", cert, "--data-dir"])
                 .arg(&d.path)
+                .arg("--common-dir")
+                .arg(d.common())
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap()

@@ -12,6 +12,12 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// `$SNAP_COMMON` of this test's daemons (run files, tokens), beside the data dir: never
+    /// the machine's `/var/snap/mk8s/common`, which parallel tests would share.
+    pub fn common(&self) -> PathBuf {
+        self.path.with_file_name("common")
+    }
+
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("data");
@@ -44,7 +50,11 @@ impl DataDir {
 
     pub fn mk8s_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mk8s"));
-        c.args(args).arg("--data-dir").arg(&self.path);
+        c.args(args)
+            .arg("--data-dir")
+            .arg(&self.path)
+            .arg("--common-dir")
+            .arg(self.common());
         c.env_remove("MK8S_SNAP_DATA")
             .env_remove("MK8S_FAULT_INJECT");
         for (k, v) in env {
