@@ -26,21 +26,7 @@ fn alive(pid: u32) -> bool {
 }
 
 impl Kcm {
-    /// A controller manager whose lease survives a loaded machine's stalls: tests that are
-    /// not about leader election must not fail because a 10 s renew deadline passed.
     pub(crate) fn start(api: &Api, name: &str) -> Self {
-        Self::start_with(
-            api,
-            name,
-            &[
-                "--leader-elect-lease-duration=90s",
-                "--leader-elect-renew-deadline=80s",
-            ],
-        )
-    }
-
-    /// With the shipped args file only (plus ports and `extra`).
-    pub(crate) fn start_with(api: &Api, name: &str, extra: &[&str]) -> Self {
         let data = &api.etcd.data.path;
         // The shipped defaults, as the supervisor installs them; ports come on the command line.
         let args = data.join("args/kube-controller-manager");
@@ -62,7 +48,6 @@ impl Kcm {
             .arg(format!("--secure-port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--master={}", api.server()))
-            .args(extra)
             .env("MK8S_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -269,7 +254,7 @@ fn has_default_sa(api: &Api, ns: &str) -> bool {
 fn controller_manager_publishes_ca_creates_service_accounts_and_deletes_namespaces() {
     let api = Api::start(Kind::Mk8s);
     let ca = String::from_utf8(api.etcd.data.read("certs/ca.crt")).unwrap();
-    let mut first = Kcm::start_with(&api, "kcm1", &[]);
+    let mut first = Kcm::start(&api, "kcm1");
     eventually(Duration::from_secs(10), "the first instance leads", || {
         !holder(&api).is_empty()
     });
@@ -400,7 +385,7 @@ fn controller_manager_publishes_ca_creates_service_accounts_and_deletes_namespac
     assert!(metrics.contains("root_ca_cert_publisher_sync_total{code=\"200\"}"));
 
     // A second instance waits while the first holds the lease.
-    let mut second = Kcm::start_with(&api, "kcm2", &[]);
+    let mut second = Kcm::start(&api, "kcm2");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(holder(&api), leader);
     let (_, m2) = second.curl(&api, Some("admin"), "/metrics");
