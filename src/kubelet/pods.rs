@@ -127,6 +127,7 @@ fn ensure_worker(
                 sandbox: None,
                 volumes: PodVolumes::default(),
                 backoff: HashMap::new(),
+                pull_backoff: HashMap::new(),
                 waiting: HashMap::new(),
                 last_status: None,
                 start_time: None,
@@ -201,6 +202,8 @@ struct Worker {
     sandbox: Option<(String, Vec<String>)>,
     volumes: PodVolumes,
     backoff: HashMap<String, Backoff>,
+    /// Images whose last pull failed: no new pull until the back-off has passed.
+    pull_backoff: HashMap<String, Backoff>,
     /// Why a container has not started (reason, message), until it does.
     waiting: HashMap<String, (String, String)>,
     last_status: Option<Value>,
@@ -913,6 +916,11 @@ impl Worker {
         let image_ref = match self.ensure_image(pod, &fp, &image, &pull).await {
             Ok(r) => r,
             Err((reason, message)) => {
+                // As upstream's startContainer: the reason again, as an error.
+                self.shared
+                    .events
+                    .record(pod, Some(&fp), false, "Failed", &format!("Error: {reason}"))
+                    .await;
                 self.waiting.insert(c.name.clone(), (reason, message));
                 return;
             }
@@ -1086,7 +1094,7 @@ impl Worker {
 
     /// The image's reference if present (or pulled), else the waiting reason and message.
     async fn ensure_image(
-        &self,
+        &mut self,
         pod: &Pod,
         fp: &str,
         image: &str,
@@ -1128,10 +1136,11 @@ impl Worker {
                 .await;
             return Err(("ErrImageNeverPull".into(), message));
         }
+        // Upstream's image back-off: 10 s after a failed pull, doubling to 5 min.
         if self
-            .waiting
-            .values()
-            .any(|(r, _)| r == "ErrImagePull" || r == "ImagePullBackOff")
+            .pull_backoff
+            .get(image)
+            .is_some_and(|b| b.updated.elapsed() < b.delay)
         {
             let message = format!("Back-off pulling image \"{image}\"");
             self.shared
@@ -1162,13 +1171,27 @@ impl Worker {
             }),
         )
         .await;
+        if !matches!(pulled, Ok(Ok(_))) {
+            let delay = match self.pull_backoff.get(image) {
+                Some(b) => (b.delay * 2).min(MAX_BACKOFF),
+                None => INITIAL_BACKOFF,
+            };
+            self.pull_backoff.insert(
+                image.to_string(),
+                Backoff {
+                    delay,
+                    updated: Instant::now(),
+                },
+            );
+        }
         match pulled {
-            Ok(Ok(r)) => Ok(r.into_inner().image_ref),
+            Ok(Ok(r)) => {
+                self.pull_backoff.remove(image);
+                Ok(r.into_inner().image_ref)
+            }
             Ok(Err(e)) => {
-                let message = format!(
-                    "failed to pull and unpack image \"{image}\": {}",
-                    e.message()
-                );
+                // A CRI error as the kubelet's gRPC client words it.
+                let message = format!("rpc error: code = {:?} desc = {}", e.code(), e.message());
                 self.shared
                     .events
                     .record(
@@ -1181,10 +1204,20 @@ impl Worker {
                     .await;
                 Err(("ErrImagePull".into(), message))
             }
-            Err(_) => Err((
-                "ErrImagePull".into(),
-                format!("pulling image \"{image}\" timed out"),
-            )),
+            Err(_) => {
+                let message = "rpc error: code = DeadlineExceeded desc = context deadline exceeded";
+                self.shared
+                    .events
+                    .record(
+                        pod,
+                        Some(fp),
+                        false,
+                        "Failed",
+                        &format!("Failed to pull image \"{image}\": {message}"),
+                    )
+                    .await;
+                Err(("ErrImagePull".into(), message.into()))
+            }
         }
     }
 

@@ -18,6 +18,7 @@ mod jobs;
 mod kube_client;
 mod kubeconfig;
 mod kubelet_api;
+mod pod_edges;
 mod pods;
 mod probes;
 mod proxy;

@@ -392,6 +392,7 @@ fn pods_run_on_containerd_end_to_end() {
     assert!(out.ends_with("dns is enabled\n"), "{out}");
     crate::dns::dns_from_pods(&c);
     exec_attach_and_port_forward(&c);
+    crate::pod_edges::host_port_oom_and_pull_backoff(&c);
     bad_input_keeps_the_rest_running(&c);
 
     // Deleting a pod stops it within its grace period and leaves no container, netns or IP.
