@@ -158,17 +158,31 @@ fn bench_pod(name: &str, node: &str, image: &str) -> Pod {
     .expect("pod")
 }
 
-/// VmRSS of `$KUBELET_PID`, if set.
-fn kubelet_rss_kib() -> Option<u64> {
+/// The footprint of `$KUBELET_PID`, if set: (VmRSS, RssAnon, Pss) in KiB. RSS counts every
+/// page of the shared mk8s binary the kubelet has mapped; RssAnon is its own heap and stacks;
+/// PSS shares the binary's pages out among the daemons that map them.
+fn kubelet_footprint_kib() -> Option<(u64, u64, u64)> {
     let pid = std::env::var("KUBELET_PID").ok()?;
+    let field = |text: &str, key: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse().ok())
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix("VmRSS:")?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    Some((
+        field(&status, "VmRSS:")?,
+        field(&status, "RssAnon:")?,
+        field(&rollup, "Pss:")?,
+    ))
+}
+
+fn print_footprint(when: &str) {
+    if let Some((rss, anon, pss)) = kubelet_footprint_kib() {
+        let mib = |k: u64| k as f64 / 1024.0;
+        println!("kubelet_rss_{when} {:.1} MiB", mib(rss));
+        println!("kubelet_anon_{when} {:.1} MiB", mib(anon));
+        println!("kubelet_pss_{when} {:.1} MiB", mib(pss));
+    }
 }
 
 fn running(p: &Pod) -> bool {
@@ -221,9 +235,7 @@ async fn api_batch(pods: &Api<Pod>, names: Vec<String>, node: &str, image: &str)
     if names.len() > 1 {
         // Let the kubelet settle with every pod running, then read its footprint.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        if let Some(kib) = kubelet_rss_kib() {
-            println!("kubelet_rss_30 {:.1} MiB", kib as f64 / 1024.0);
-        }
+        print_footprint("30");
     }
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
@@ -271,9 +283,7 @@ async fn phase_api(kubeconfig: String, node: String, image: String) {
         .expect("config");
     let client = kube::Client::try_from(cfg).expect("client");
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    if let Some(kib) = kubelet_rss_kib() {
-        println!("kubelet_rss_idle {:.1} MiB", kib as f64 / 1024.0);
-    }
+    print_footprint("idle");
     let mut single = Vec::new();
     for n in 0..SINGLE {
         single.extend(api_batch(&pods, vec![format!("single-{n}")], &node, &image).await);
