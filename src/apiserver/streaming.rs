@@ -450,6 +450,9 @@ async fn translate(ws: Ws, backend: Upgraded, v5: bool, want: Streams) -> Result
     let mut error_stream = Vec::new();
     let replies_deadline = tokio::time::Instant::now() + STREAM_REPLY_TIMEOUT;
     let mut client_gone = false;
+    // Why the kubelet side failed, told to the client as upstream's translator does: a Failure
+    // Status on the error channel.
+    let mut failure: Option<StreamError> = None;
 
     loop {
         let all_replied = streams.iter().all(|s| s.replied);
@@ -458,7 +461,11 @@ async fn translate(ws: Ws, backend: Upgraded, v5: bool, want: Streams) -> Result
                 let frame = match f {
                     // The kubelet closed the connection.
                     None => break,
-                    Some(f) => f?,
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => {
+                        failure = Some(e.into());
+                        break;
+                    }
                 };
                 match frame {
                     Frame::Data { stream_id, fin, data } => {
@@ -472,7 +479,8 @@ async fn translate(ws: Ws, backend: Upgraded, v5: bool, want: Streams) -> Result
                             }
                             Kind::Error => {
                                 if error_stream.len() + data.len() > MAX_ERROR_STREAM {
-                                    return Err(StreamError::Protocol("error stream too long"));
+                                    failure = Some(StreamError::Protocol("error stream too long"));
+                                    break;
                                 }
                                 error_stream.extend_from_slice(&data);
                             }
@@ -561,12 +569,19 @@ async fn translate(ws: Ws, backend: Upgraded, v5: bool, want: Streams) -> Result
                 }
             }
             _ = tokio::time::sleep_until(replies_deadline), if !all_replied => {
-                return Err(StreamError::Protocol("timed out waiting for the kubelet's stream replies"));
+                failure = Some(StreamError::Protocol("timed out waiting for the kubelet's stream replies"));
+                break;
             }
         }
         if !out.is_empty() {
-            bw.write_all(&out).await?;
-            bw.flush().await?;
+            let written = async {
+                bw.write_all(&out).await?;
+                bw.flush().await
+            };
+            if let Err(e) = written.await {
+                failure = Some(e.into());
+                break;
+            }
             out.clear();
         }
         if streams.iter().all(|s| s.done) {
@@ -575,12 +590,12 @@ async fn translate(ws: Ws, backend: Upgraded, v5: bool, want: Streams) -> Result
     }
 
     if !client_gone {
-        let status: &[u8] = if error_stream.is_empty() {
-            SUCCESS_STATUS
-        } else {
-            &error_stream
+        let status = match &failure {
+            Some(e) => failure_status(&e.to_string()),
+            None if error_stream.is_empty() => SUCCESS_STATUS.to_vec(),
+            None => error_stream,
         };
-        sink.send(channel_message(ERROR, status)).await?;
+        sink.send(channel_message(ERROR, &status)).await?;
         sink.send(normal_close()).await?;
         // The client answers the close; give it a moment so the close is clean.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -606,7 +621,21 @@ async fn translate(ws: Ws, backend: Upgraded, v5: bool, want: Streams) -> Result
         let _ = bw.shutdown().await;
     })
     .await;
-    Ok(())
+    failure.map_or(Ok(()), Err)
+}
+
+/// Upstream's Status for an internal error, as the translator reports a failed kubelet
+/// session.
+fn failure_status(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("Internal error occurred: {message}"),
+        "reason": "InternalError",
+        "details": {"causes": [{"message": message}]},
+        "code": 500,
+    }))
+    .unwrap_or_default()
 }
 
 /// A binary message: the channel byte, then the payload.
@@ -686,6 +715,15 @@ mod tests {
         let mut keyless = ws_with(&["v5.channel.k8s.io"]);
         keyless.remove("sec-websocket-key");
         assert_eq!(plan(&keyless, "exec"), None);
+    }
+
+    #[test]
+    fn failures_are_upstream_internal_errors() {
+        let v: serde_json::Value = serde_json::from_slice(&failure_status("boom")).unwrap();
+        assert_eq!(v["status"], "Failure");
+        assert_eq!(v["reason"], "InternalError");
+        assert_eq!(v["code"], 500);
+        assert_eq!(v["message"], "Internal error occurred: boom");
     }
 
     #[test]

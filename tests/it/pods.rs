@@ -855,8 +855,8 @@ fn exec_attach_and_port_forward(c: &Cluster) {
         assert_streamed_over(&err, method, "/attach?");
     }
 
-    // Bad input ends its own session only: an unknown subprotocol gets the kubelet's (upstream's)
-    // 403; garbage WebSocket frames, and garbage SPDY inside the port-forward tunnel, end those
+    // Raw WebSocket: a ping gets its pong. Bad input ends its own session only: an unknown
+    // subprotocol gets the kubelet's (upstream's) 403; garbage WebSocket frames, and garbage SPDY inside the port-forward tunnel, end those
     // sessions; the API server and streaming go on.
     let out = Command::new("python3")
         .arg(concat!(
@@ -871,7 +871,8 @@ fn exec_attach_and_port_forward(c: &Cluster) {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "unknown-subprotocol HTTP/1.1 403 Forbidden\n\
+        "ping HTTP/1.1 101 Switching Protocols pong\n\
+         unknown-subprotocol HTTP/1.1 403 Forbidden\n\
          garbage-websocket HTTP/1.1 101 Switching Protocols closed\n\
          garbage-spdy HTTP/1.1 101 Switching Protocols closed\n",
         "{}",

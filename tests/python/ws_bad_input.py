@@ -1,7 +1,8 @@
-"""Bad WebSocket input against a running mk8s API server, over raw TLS sockets (no client
-library would send it): an exec upgrade offering only an unknown subprotocol, garbage bytes
-after an exec upgrade to `v5.channel.k8s.io`, and garbage (non-SPDY) payload inside kubectl's
-port-forward tunnel (`SPDY/3.1+portforward.k8s.io`), all on the pod `web` in `default`.
+"""Raw WebSocket sessions against a running mk8s API server, over TLS sockets (no client
+library would send this): a ping on an exec session (`v5.channel.k8s.io`) must get its pong;
+bad input: an exec upgrade offering only an unknown subprotocol, garbage bytes after an exec
+upgrade, and garbage (non-SPDY) payload inside kubectl's port-forward tunnel
+(`SPDY/3.1+portforward.k8s.io`); all on the pod `web` in `default`.
 
 Usage: ws_bad_input.py PORT CA_CRT CLIENT_CRT CLIENT_KEY
 Prints one line per case: its name, the status line of the upgrade answer and, after a 101,
@@ -49,10 +50,31 @@ def closed_within(s, secs):
         return "closed"
 
 
-def masked_binary(payload):
+def masked(opcode, payload):
     mask = os.urandom(4)
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x82, 0x80 | len(payload)]) + mask + body
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
+
+
+def read_exact(s, n):
+    data = b""
+    while len(data) < n:
+        c = s.recv(n - len(data))
+        if not c:
+            raise EOFError("connection closed")
+        data += c
+    return data
+
+
+s, status = upgrade(EXEC, "v5.channel.k8s.io")
+if status.split(" ")[1] == "101":
+    s.settimeout(15)
+    s.sendall(masked(0x9, b"are-you-there"))
+    head = read_exact(s, 2)
+    body = read_exact(s, head[1] & 0x7f)
+    status += " pong" if (head[0], body) == (0x8A, b"are-you-there") else f" {head!r} {body!r}"
+print("ping", status)
+s.close()
 
 
 s, status = upgrade(EXEC, "nonsense.k8s.io")
@@ -69,7 +91,7 @@ s.close()
 s, status = upgrade(FORWARD, "SPDY/3.1+portforward.k8s.io")
 if status.split(" ")[1] == "101":
     # A control frame of no known type: a SPDY/3 peer cannot go on after it.
-    s.sendall(masked_binary(b"\x80\x03\x7f\xff\x00\x00\x00\x08garbage!"))
+    s.sendall(masked(0x2, b"\x80\x03\x7f\xff\x00\x00\x00\x08garbage!"))
     status += " " + closed_within(s, 15)
 print("garbage-spdy", status)
 s.close()
