@@ -1,9 +1,11 @@
 //! The API server's client of kubelets: the `pods/log` subresource, streamed from the
 //! kubelet's `/containerLogs/{ns}/{pod}/{container}`; `nodes/proxy`, which forwards GETs
 //! to any kubelet path; and `pods/exec`, `pods/attach` and `pods/portforward`, whose HTTP
-//! upgrade (WebSocket or SPDY) is proxied to the kubelet's `/exec`, `/attach` and
-//! `/portForward` and, once the kubelet switches protocols, spliced byte for byte (the kubelet
-//! does the same towards containerd). All speak HTTPS to the port the Node reports
+//! upgrade goes to the kubelet's `/exec`, `/attach` and `/portForward`: kubectl's WebSocket
+//! streaming is served by `streaming.rs` (translated or tunnelled to SPDY, as upstream's API
+//! server does), any other upgrade (SPDY, other WebSocket subprotocols) is proxied and, once
+//! the kubelet switches protocols, spliced byte for byte (the kubelet does the same towards
+//! containerd). All speak HTTPS to the port the Node reports
 //! (`status.daemonEndpoints.kubeletEndpoint`), presenting `--kubelet-client-certificate` and
 //! verifying the kubelet's serving certificate against `--kubelet-certificate-authority`.
 //!
@@ -33,6 +35,7 @@ use super::registry::{self, ApiResult, Target};
 use super::resources;
 use super::server::{Body, Req, State};
 use super::status::{ApiError, Cause, Details};
+use super::streaming;
 use super::{ApiServerError, Config};
 use crate::common::insecure_tls::NoVerify;
 
@@ -787,9 +790,10 @@ fn remote_command_location(
 
 /// `pods/exec`, `pods/attach` and `pods/portforward`, GET or POST: upstream's
 /// `ExecLocation`/`AttachLocation`/`PortForwardLocation` choose the kubelet URL, then the
-/// client's upgrade is proxied there (`UpgradeAwareHandler` with `UpgradeRequired`). The
-/// kubelet's answer reaches the client as it was sent, a refusal included, so kubectl can fall
-/// back from WebSocket to SPDY.
+/// client's upgrade is proxied there (`UpgradeAwareHandler` with `UpgradeRequired`), or, for
+/// kubectl's WebSocket streaming, served by upstream's stream translator or tunnel
+/// (`streaming.rs`). The kubelet's refusal reaches the client as it was sent, so kubectl can
+/// fall back from WebSocket to SPDY.
 pub async fn pod_stream(state: &State, req: &Req, t: &Target) -> ApiResult {
     let name = t.name.as_deref().unwrap_or("");
     let sub = t.sub.as_deref().unwrap_or("");
@@ -839,6 +843,28 @@ pub async fn pod_stream(state: &State, req: &Req, t: &Target) -> ApiResult {
     let stream = dial(&state.kubelet, &endpoint, false)
         .await
         .map_err(|why| relayed(500, "", format!("error dialing backend: {why}"), None))?;
+    // kubectl's WebSocket streaming, which the runtime does not speak, ends here (upstream's
+    // stream tunnel and translator); everything else goes to the kubelet as it came.
+    if let Some(plan) = streaming::plan(&req.headers, sub) {
+        tracing::debug!(location = %location, ?plan, "serving {sub} over WebSocket");
+        let streams = streaming::Streams {
+            stdin: query_flag(req, "stdin"),
+            stdout: query_flag(req, "stdout"),
+            stderr: query_flag(req, "stderr"),
+            tty: query_flag(req, "tty"),
+        };
+        return streaming::serve(
+            plan,
+            stream,
+            &host_port(&endpoint),
+            &location,
+            &req.headers,
+            upgrade,
+            streams,
+        )
+        .await
+        .map_err(|e| relayed(500, "", e.to_string(), None));
+    }
     tracing::debug!(
         location = %location,
         upgrade = ?req.headers.get(hyper::header::UPGRADE),

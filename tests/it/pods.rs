@@ -54,7 +54,18 @@ fn first_line_then_kill(
     args: &[&str],
     check: impl FnOnce(&str) -> Result<(), String>,
 ) -> String {
+    first_line_then_kill_with(c, args, &[], check).0
+}
+
+/// [`first_line_then_kill`] with extra environment variables; also returns kubectl's stderr.
+fn first_line_then_kill_with(
+    c: &Cluster,
+    args: &[&str],
+    env: &[(&str, &str)],
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> (String, String) {
     let mut child = kubectl_cmd(c, args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -73,14 +84,68 @@ fn first_line_then_kill(
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     drop(stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if let Err(why) = checked {
-        panic!(
-            "kubectl {args:?}: {why}; first line {line:?}; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        panic!("kubectl {args:?}: {why}; first line {line:?}; stderr: {stderr}");
     }
-    line
+    (line, stderr)
 }
+
+/// kubectl (under `timeout`, so a session that never ends fails the test instead of hanging
+/// it) with extra environment variables and `input` on its stdin, written from a thread so
+/// that output can flow meanwhile.
+fn kubectl_timed(c: &Cluster, args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Output {
+    let mut child = Command::new("timeout")
+        .arg("60")
+        .arg("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.data.join("credentials/client.config"))
+        .args(args)
+        .env("HOME", c.common.as_os_str())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "kubectl {args:?} never ended: {out:?}"
+    );
+    out
+}
+
+/// With `-v=6` kubectl logs every request's method, URL and answer: the `/sub` request was a
+/// `method` answered `101 Switching Protocols`, and kubectl never tried the other way (GET is
+/// WebSocket, POST is SPDY).
+fn assert_streamed_over(stderr: &str, method: &str, sub: &str) {
+    let other = if method == "GET" { "POST" } else { "GET" };
+    let is = |l: &str, m: &str| l.contains(&format!("] {m} https://")) && l.contains(sub);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| is(l, method) && l.contains(" 101 Switching Protocols ")),
+        "no {method} {sub} switched protocols: {stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|l| is(l, other)),
+        "kubectl also tried {other} {sub}: {stderr}"
+    );
+}
+
+/// The SPDY fallback is kubectl's only way with these set.
+const SPDY_ONLY: &[(&str, &str)] = &[
+    ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false"),
+    ("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false"),
+];
 
 pub(crate) fn apply(c: &Cluster, yaml: &str) {
     let mut child = Command::new("kubectl")
@@ -593,8 +658,8 @@ fn restarted_kubelet_adopts(c: &Cluster) {
 /// through the API server, the kubelet and containerd's streaming server (on `web`, serving
 /// `hello-web` on 8080, and the completed `client`).
 fn exec_attach_and_port_forward(c: &Cluster) {
-    // exec: kubectl's WebSocket (v5) offer is refused by containerd 1.6 and relayed back, so it
-    // retries with SPDY, which containerd speaks; output, exit codes and stdin all come through.
+    // exec: kubectl's WebSocket (v5) ends at the API server, which speaks SPDY to the kubelet
+    // (containerd 1.6 knows no v5); output, exit codes and stdin all come through.
     let (ok, out, err) = kubectl(c, &["exec", "web", "--", "sh", "-c", "echo hi"]);
     assert!(ok, "{err}");
     assert_eq!(out, "hi\n");
@@ -607,13 +672,61 @@ fn exec_attach_and_port_forward(c: &Cluster) {
     let o = kubectl_stdin(c, &["exec", "-i", "web", "--", "cat"], "input\n");
     assert!(o.status.success(), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "input\n");
-    // -t under a pty (script from util-linux): the command gets a terminal.
+    // The same over both paths, proven by kubectl's request log: WebSocket by default, SPDY
+    // with the env switches. stdin ends by itself (v5's close signal becomes a SPDY FIN), and
+    // 300 kB go through cat and back in many frames.
+    let big: String = (1..=50_000).map(|i| format!("{i}\n")).collect();
+    for (env, method) in [(&[][..], "GET"), (SPDY_ONLY, "POST")] {
+        let o = kubectl_timed(
+            c,
+            &[
+                "-v=6",
+                "exec",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "echo hi; echo oops >&2; exit 3",
+            ],
+            env,
+            b"",
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{o:?}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+        assert!(
+            err.contains("\noops\n") || err.starts_with("oops\n"),
+            "{err}"
+        );
+        assert!(
+            err.contains("command terminated with exit code 3\n"),
+            "{err}"
+        );
+        assert_streamed_over(&err, method, "/exec?");
+        let o = kubectl_timed(
+            c,
+            &["-v=6", "exec", "-i", "web", "--", "cat"],
+            env,
+            big.as_bytes(),
+        );
+        assert!(
+            o.status.success(),
+            "{:?}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.stdout == big.as_bytes(), "{} bytes back", o.stdout.len());
+        assert_streamed_over(&String::from_utf8_lossy(&o.stderr), method, "/exec?");
+    }
+    // -t under a pty (script from util-linux): the command gets a terminal (and the resize
+    // stream its size), over WebSocket.
     let kubeconfig = c.data.join("credentials/client.config");
+    let tty_log = c.common.join("exec-tty.log");
     let o = Command::new("script")
         .arg("-qec")
         .arg(format!(
-            "kubectl --kubeconfig {} exec -it web -- sh -c 'tty; echo ok'",
-            kubeconfig.display()
+            "kubectl --kubeconfig {} -v=6 exec -it web -- sh -c 'tty; stty size; echo ok' 2>{}",
+            kubeconfig.display(),
+            tty_log.display()
         ))
         .arg("/dev/null")
         .env("HOME", c.common.as_os_str())
@@ -629,6 +742,7 @@ fn exec_attach_and_port_forward(c: &Cluster) {
         tty.starts_with("/dev/pts/") && tty.contains("\r\nok\r\n"),
         "{tty:?}"
     );
+    assert_streamed_over(&std::fs::read_to_string(&tty_log).unwrap(), "GET", "/exec?");
     // Errors: the API server's, and the completed pod kubectl itself refuses.
     let (ok, _, err) = kubectl(c, &["exec", "web", "-c", "nosuch", "--", "true"]);
     assert!(!ok);
@@ -665,27 +779,56 @@ fn exec_attach_and_port_forward(c: &Cluster) {
         "container not found (\"c\")\n500"
     );
 
-    // port-forward: a local port reaches the pod's 8080 until kubectl is killed.
-    let local = crate::etcd::free_port();
-    let forwarding = first_line_then_kill(
+    // port-forward: a local port reaches the pod's 8080 until kubectl is killed; several
+    // connections, one after another and at once, requests up and bodies (300 kB) down; over
+    // the WebSocket tunnel by default and SPDY with the env switches.
+    let (ok, _, err) = kubectl(
         c,
-        &["port-forward", "pod/web", &format!("{local}:8080")],
-        |_| {
-            let out = Command::new("curl")
-                .args(["-sS", "--max-time", "10"])
-                .arg(format!("http://127.0.0.1:{local}/index.html"))
-                .output()
-                .unwrap();
-            match String::from_utf8_lossy(&out.stdout) {
-                body if body == "hello-web\n" => Ok(()),
-                _ => Err(format!("curl: {out:?}")),
-            }
-        },
+        &["exec", "web", "--", "sh", "-c", "seq 1 50000 > /tmp/big"],
     );
-    assert_eq!(
-        forwarding,
-        format!("Forwarding from 127.0.0.1:{local} -> 8080\n")
-    );
+    assert!(ok, "{err}");
+    for (env, method) in [(&[][..], "GET"), (SPDY_ONLY, "POST")] {
+        let local = crate::etcd::free_port();
+        let get = |path: &str| {
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20"])
+                .arg(format!("http://127.0.0.1:{local}/{path}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (forwarding, err) = first_line_then_kill_with(
+            c,
+            &["-v=6", "port-forward", "pod/web", &format!("{local}:8080")],
+            env,
+            |_| {
+                for _ in 0..3 {
+                    let out = get("index.html").wait_with_output().unwrap();
+                    if out.stdout != b"hello-web\n" {
+                        return Err(format!("curl: {out:?}"));
+                    }
+                }
+                let at_once: Vec<_> = (0..3).map(|_| get("big")).collect();
+                for child in at_once {
+                    let out = child.wait_with_output().unwrap();
+                    if out.stdout != big.as_bytes() {
+                        return Err(format!(
+                            "curl big: {} bytes, {:?}",
+                            out.stdout.len(),
+                            out.stderr
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(
+            forwarding,
+            format!("Forwarding from 127.0.0.1:{local} -> 8080\n")
+        );
+        assert_streamed_over(&err, method, "/portforward");
+    }
 
     // attach: what the container prints from then on.
     apply(
@@ -706,11 +849,42 @@ fn exec_attach_and_port_forward(c: &Cluster) {
         ],
     );
     assert!(ok, "ticker never became Ready: {err}");
-    let tick = first_line_then_kill(c, &["attach", "ticker"], |_| Ok(()));
-    assert!(tick.starts_with("tick-"), "{tick:?}");
+    for (env, method) in [(&[][..], "GET"), (SPDY_ONLY, "POST")] {
+        let (tick, err) =
+            first_line_then_kill_with(c, &["-v=6", "attach", "ticker"], env, |_| Ok(()));
+        assert!(tick.starts_with("tick-"), "{tick:?}");
+        assert_streamed_over(&err, method, "/attach?");
+    }
 
-    // The Python client's exec speaks WebSocket v4.channel.k8s.io, which containerd accepts:
-    // no fallback. Its port-forward (WebSocket, ports in the query) works too.
+    // Raw WebSocket: a ping gets its pong. Bad input ends its own session only: an unknown
+    // subprotocol gets the kubelet's (upstream's) 403; garbage WebSocket frames, and garbage SPDY inside the port-forward tunnel, end those
+    // sessions; the API server and streaming go on.
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/ws_bad_input.py"
+        ))
+        .arg(c.api_port.to_string())
+        .arg(certs.join("ca.crt"))
+        .arg(certs.join("admin.crt"))
+        .arg(certs.join("admin.key"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ping HTTP/1.1 101 Switching Protocols pong\n\
+         unknown-subprotocol HTTP/1.1 403 Forbidden\n\
+         garbage-websocket HTTP/1.1 101 Switching Protocols closed\n\
+         garbage-spdy HTTP/1.1 101 Switching Protocols closed\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, out, err) = kubectl(c, &["exec", "web", "--", "echo", "still-here"]);
+    assert!(ok && out == "still-here\n", "{err}");
+
+    // The Python client's exec speaks WebSocket v4.channel.k8s.io, translated to SPDY by the
+    // API server as kubectl's v5. Its port-forward (WebSocket channels, ports in the query)
+    // goes to containerd, which speaks it.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stream_test.py");
     let out = Command::new("python3")
         .arg(script)
