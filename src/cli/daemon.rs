@@ -53,19 +53,11 @@ pub fn run(paths: &Paths, a: Args) -> anyhow::Result<ExitCode> {
     match a.component {
         Component::Datastore => {
             let config = datastore::load_config(paths, &a.flags)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            rt.block_on(datastore::run(config))?;
+            runtime()?.block_on(datastore::run(config))?;
         }
         Component::Apiserver => {
             let config = apiserver::load_config(paths, &a.flags)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            rt.block_on(apiserver::run(config))?;
+            runtime()?.block_on(apiserver::run(config))?;
         }
         Component::ControllerManager => {
             let config = controllers::load_config(paths, &a.flags)?;
