@@ -6,14 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . packaging/deps.sh
 mk8s_install_packages test
-cargo build --locked --all-targets
-cargo test --locked --no-fail-fast
-cargo build --release --locked
-bash packaging/deb-test.sh
-BENCH_RUNS="${BENCH_RUNS:-5}" bench/bootstrap.sh
-bench/apiserver.sh
-bench/pods.sh
-bench/scheduler.sh
-bench/rbac.sh
-bench/services.sh
-bench/dns.sh
+# Each step's duration, so the run's time budget can be watched.
+step() {
+    local start=$SECONDS
+    "$@"
+    echo "[step took $((SECONDS - start)) s: $*]"
+}
+step cargo build --locked --all-targets
+step cargo test --locked --no-fail-fast
+step cargo build --release --locked
+step bash packaging/deb-test.sh
+BENCH_RUNS="${BENCH_RUNS:-5}" step bench/bootstrap.sh
+step bench/apiserver.sh
+step bench/pods.sh
+step bench/scheduler.sh
+step bench/rbac.sh
+step bench/services.sh
+step bench/dns.sh
