@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -52,8 +51,6 @@ const SPDY_PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
 /// client-go waits this long for each stream's reply; so does the translator for all of them.
 const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Upstream reads at most this much of a refusal's body.
-const MAX_REFUSAL_BODY: usize = 50_000;
 /// An error stream carries one Status; more than this is not one.
 const MAX_ERROR_STREAM: usize = 64 * 1024;
 /// Largest WebSocket message accepted from a client (kubectl sends stdin in 32 KiB pieces).
@@ -251,40 +248,9 @@ where
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Ok(hyper::upgrade::on(&mut resp).await?));
     }
-    let status = resp.status();
-    let mut headers = resp.headers().clone();
-    for h in [
-        CONNECTION,
-        UPGRADE,
-        hyper::header::CONTENT_LENGTH,
-        hyper::header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(h);
-    }
-    let body = read_bounded(resp.into_body()).await;
+    let r = crate::kubelet::server::relay_refusal(resp).await;
     driver.abort();
-    let mut r = Response::new(Full::new(body).boxed());
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
     Ok(Err(r))
-}
-
-/// At most [`MAX_REFUSAL_BODY`] bytes of a body, whatever arrived within ten seconds.
-async fn read_bounded(mut body: Incoming) -> Bytes {
-    let mut buf = Vec::new();
-    let read = async {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(d) = frame.into_data() {
-                buf.extend_from_slice(&d);
-                if buf.len() >= MAX_REFUSAL_BODY {
-                    buf.truncate(MAX_REFUSAL_BODY);
-                    break;
-                }
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
-    Bytes::from(buf)
 }
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -536,36 +502,25 @@ async fn translate(ws: Ws, backend: Upgraded, v5: bool, want: Streams) -> Result
                     _ => continue,
                 };
                 let Some((&channel, payload)) = b.split_first() else { continue };
-                match (channel, stdin_id, resize_id) {
-                    (STDIN, Some(id), _) if stdin_open && !payload.is_empty() => {
-                        encoder.encode(
-                            &Frame::Data {
-                                stream_id: id,
-                                fin: false,
-                                data: Bytes::copy_from_slice(payload),
-                            },
-                            &mut out,
-                        )?;
+                // Stdin (while open) and resize payloads go to their streams as they came;
+                // v5's close signal for stdin is a FIN on the stdin stream (EOF for the command).
+                let (target, fin, data) = match channel {
+                    STDIN if stdin_open && !payload.is_empty() => {
+                        (stdin_id, false, Bytes::copy_from_slice(payload))
                     }
-                    (RESIZE, _, Some(id)) if !payload.is_empty() => {
-                        encoder.encode(
-                            &Frame::Data {
-                                stream_id: id,
-                                fin: false,
-                                data: Bytes::copy_from_slice(payload),
-                            },
-                            &mut out,
-                        )?;
+                    RESIZE if !payload.is_empty() => {
+                        (resize_id, false, Bytes::copy_from_slice(payload))
                     }
-                    // v5's close signal for stdin: FIN on the stdin stream (EOF for the command).
-                    (CLOSE_STREAM, Some(id), _) if v5 && payload.first() == Some(&STDIN) && stdin_open => {
+                    CLOSE_STREAM if v5 && payload.first() == Some(&STDIN) && stdin_open => {
+                        (stdin_id, true, Bytes::new())
+                    }
+                    _ => (None, false, Bytes::new()),
+                };
+                if let Some(stream_id) = target {
+                    if fin {
                         stdin_open = false;
-                        encoder.encode(
-                            &Frame::Data { stream_id: id, fin: true, data: Bytes::new() },
-                            &mut out,
-                        )?;
                     }
-                    _ => {}
+                    encoder.encode(&Frame::Data { stream_id, fin, data }, &mut out)?;
                 }
             }
             _ = tokio::time::sleep_until(replies_deadline), if !all_replied => {

@@ -1189,9 +1189,15 @@ impl Worker {
                 self.pull_backoff.remove(image);
                 Ok(r.into_inner().image_ref)
             }
-            Ok(Err(e)) => {
+            failed => {
                 // A CRI error as the kubelet's gRPC client words it.
-                let message = format!("rpc error: code = {:?} desc = {}", e.code(), e.message());
+                let message = match failed {
+                    Ok(Err(e)) => {
+                        format!("rpc error: code = {:?} desc = {}", e.code(), e.message())
+                    }
+                    _ => "rpc error: code = DeadlineExceeded desc = context deadline exceeded"
+                        .to_string(),
+                };
                 self.shared
                     .events
                     .record(
@@ -1203,20 +1209,6 @@ impl Worker {
                     )
                     .await;
                 Err(("ErrImagePull".into(), message))
-            }
-            Err(_) => {
-                let message = "rpc error: code = DeadlineExceeded desc = context deadline exceeded";
-                self.shared
-                    .events
-                    .record(
-                        pod,
-                        Some(fp),
-                        false,
-                        "Failed",
-                        &format!("Failed to pull image \"{image}\": {message}"),
-                    )
-                    .await;
-                Err(("ErrImagePull".into(), message.into()))
             }
         }
     }

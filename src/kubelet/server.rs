@@ -1429,7 +1429,15 @@ where
         *r.headers_mut() = resp.headers().clone();
         return Ok(r);
     }
-    // A refusal: relayed as it came, minus the framing of the backend's connection.
+    let r = relay_refusal(resp).await;
+    driver.abort();
+    Ok(r)
+}
+
+/// A backend's refusal of an upgrade, relayed as it came minus the framing of the backend's
+/// connection, its body bounded (shared with the API server's streaming translator).
+pub async fn relay_refusal(resp: Response<Incoming>) -> Response<Body> {
+    let status = resp.status();
     let mut headers = resp.headers().clone();
     for h in [
         CONNECTION,
@@ -1441,11 +1449,10 @@ where
     }
     headers.remove("keep-alive");
     let body = read_bounded(resp.into_body(), MAX_REFUSAL_BODY).await;
-    driver.abort();
     let mut r = Response::new(Full::new(body).boxed());
     *r.status_mut() = status;
     *r.headers_mut() = headers;
-    Ok(r)
+    r
 }
 
 /// At most `limit` bytes of a body, whatever arrived within ten seconds.
